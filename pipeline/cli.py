@@ -1,0 +1,40 @@
+"""Entry-point plumbing shared by every stage: one-line errors and terse progress."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Callable
+
+from pipeline.errors import PipelineError
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ info logs so progress lines stay readable (call before
+    TensorFlow is imported)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    minutes, secs = divmod(seconds, 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def run_stage(name: str, main: Callable[[], None]) -> None:
+    """Run a stage's main(); a PipelineError becomes one message and exit status 1."""
+    started = time.perf_counter()
+    try:
+        main()
+    except PipelineError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; no partial outputs were kept", file=sys.stderr, flush=True)
+        sys.exit(130)
+    log(f"{name}: done in {format_seconds(time.perf_counter() - started)}")

@@ -1,0 +1,34 @@
+"""train stage: the baseline network, exactly as params.yaml describes it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.cli import log, quiet_tensorflow, run_stage
+
+MODEL_PATH = Path("models/baseline.keras")
+LIVE_DIR = Path("reports/train")
+
+
+def main() -> None:
+    from pipeline import params
+
+    stage = params.load("train")
+    model_settings = params.ModelParams.from_params(stage)
+    train_settings = params.TrainParams.from_params(stage)
+    quiet_tensorflow()
+    from pipeline.atomic import atomic_path
+    from pipeline.prepare import load_split
+    from pipeline.training import fit
+
+    result = fit(model_settings, train_settings, load_split("train"), load_split("val"),
+                 live_dir=LIVE_DIR, label="train")
+    MODEL_PATH.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(MODEL_PATH, suffix=".keras") as tmp:
+        result.model.save(tmp)
+    log(f"train: val_accuracy {result.val_accuracy:.4f} after {result.epochs_run} epochs; "
+        f"wrote {MODEL_PATH}")
+
+
+if __name__ == "__main__":
+    run_stage("train", main)

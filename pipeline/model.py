@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 
 from pipeline import NUM_CLASSES
+from pipeline.atomic import atomic_path
 from pipeline.params import ModelParams, TrainParams
 
 INPUT_DIM = 28 * 28
@@ -55,3 +58,9 @@ def compile_model(model: keras.Model, settings: TrainParams, steps_per_epoch: in
         jit_compile=False,  # XLA was slower for these small layers on 2 CPU cores
     )
     return model
+
+
+def save_model(model: keras.Model, path: str | Path) -> None:
+    """Save atomically: a killed run never leaves a half-written .keras file."""
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline import params
 from pipeline.cli import log, quiet_tensorflow, run_stage
 
 MODEL_PATH = Path("models/baseline.keras")
@@ -11,21 +12,18 @@ LIVE_DIR = Path("reports/train")
 
 
 def main() -> None:
-    from pipeline import params
-
     stage = params.load("train")
     model_settings = params.ModelParams.from_params(stage)
     train_settings = params.TrainParams.from_params(stage)
+    # TensorFlow loads only after the params passed, so a typo fails in a blink.
     quiet_tensorflow()
-    from pipeline.atomic import atomic_path
+    from pipeline.model import save_model
     from pipeline.prepare import load_split
     from pipeline.training import fit
 
     result = fit(model_settings, train_settings, load_split("train"), load_split("val"),
                  live_dir=LIVE_DIR, label="train")
-    MODEL_PATH.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(MODEL_PATH, suffix=".keras") as tmp:
-        result.model.save(tmp)
+    save_model(result.model, MODEL_PATH)
     log(f"train: val_accuracy {result.val_accuracy:.4f} after {result.epochs_run} epochs; "
         f"wrote {MODEL_PATH}")
 

@@ -87,8 +87,8 @@ def decode_split(images_bytes: bytes, labels_bytes: bytes, images_name: str,
     images = check_images(decode(images_bytes, images_name), images_name)
     labels = check_labels(decode(labels_bytes, labels_name), labels_name)
     if len(images) != len(labels):
-        raise DataError(f"{images_name}: {len(images)} images but {labels_name} has "
-                        f"{len(labels)} labels")
+        raise DataError(f"{images_name}: {len(images)} images but {Path(labels_name).name} "
+                        f"has {len(labels)} labels")
     return images, labels
 
 

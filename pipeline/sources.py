@@ -128,10 +128,10 @@ def download(url: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> bytes:
         raise SourceUnavailable(f"{url}: {reason}") from None
 
 
-def from_official(mirrors: tuple[str, ...] = OFFICIAL_MIRRORS) -> Fetched:
+def from_official() -> Fetched:
     """Download the four files from the first mirror that answers; verify their MD5."""
     failures = []
-    for mirror in mirrors:
+    for mirror in OFFICIAL_MIRRORS:
         try:
             files = {name: download(mirror + name) for name in OFFICIAL_MD5}
         except SourceUnavailable as exc:

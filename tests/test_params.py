@@ -1,0 +1,149 @@
+"""params.yaml validation: every bad value is refused with a message naming its key."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import params
+from pipeline.errors import ParamsError
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("fetch", "prepare", "train", "tune", "evaluate", "visualize")
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A folder with the repository's params.yaml and dvc.yaml, as the cwd."""
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def set_param(key, value):
+    data = yaml.safe_load(Path("params.yaml").read_text())
+    section, name = key.split(".")
+    if value is DELETE:
+        del data[section][name]
+    else:
+        data[section][name] = value
+    Path("params.yaml").write_text(yaml.safe_dump(data))
+
+
+DELETE = object()
+
+SECTION_CLASSES = {
+    "fetch": [params.FetchParams], "prepare": [params.PrepareParams],
+    "train": [params.ModelParams, params.TrainParams], "evaluate": [params.EvaluateParams],
+    "visualize": [params.VisualizeParams],
+}
+
+
+@pytest.mark.parametrize("stage", sorted(SECTION_CLASSES))
+def test_committed_params_are_valid_for_every_stage(project, stage):
+    stage_params = params.load(stage)
+    for cls in SECTION_CLASSES[stage]:
+        assert cls.from_params(stage_params) is not None
+
+
+def test_committed_tune_section_is_valid(project):
+    tune = params.TuneParams.from_params(params.load("tune"))
+    assert tune.space, "the default search space must not be empty"
+
+
+@pytest.mark.parametrize("stage, cls, key, value, message", [
+    ("train", params.TrainParams, "train.learning_rate", -0.1, "must be > 0.0, got -0.1"),
+    ("train", params.TrainParams, "train.learning_rate", "fast", "must be a number, got 'fast'"),
+    ("train", params.TrainParams, "train.batch_size", 0, "must be >= 1, got 0"),
+    ("train", params.TrainParams, "train.epochs", 2.5, "must be an integer, got 2.5"),
+    ("train", params.TrainParams, "train.optimizer", "adagrad", "must be one of adam, adamw"),
+    ("train", params.TrainParams, "train.lr_schedule", "step", "must be one of constant, cosine"),
+    ("train", params.ModelParams, "model.dropout", 1.0, "must be < 1.0, got 1.0"),
+    ("train", params.ModelParams, "model.dropout", -0.1, "must be >= 0.0, got -0.1"),
+    ("train", params.ModelParams, "model.hidden_units", [], "must be a non-empty list"),
+    ("train", params.ModelParams, "model.hidden_units", [64, 0], None),
+    ("train", params.ModelParams, "model.activation", "sigmoidish", "must be one of relu"),
+    ("train", params.ModelParams, "model.batch_norm", "yes", "must be true or false"),
+    ("prepare", params.PrepareParams, "data.val_fraction", 0, "must be > 0.0, got 0.0"),
+    ("prepare", params.PrepareParams, "data.val_fraction", 1, "must be < 1.0, got 1.0"),
+    ("prepare", params.PrepareParams, "data.normalize", "minmax", "must be one of scale, "),
+    ("fetch", params.FetchParams, "data.source", "kaggle", "must be one of auto, local, "),
+    ("evaluate", params.EvaluateParams, "evaluate.top_k", 0, "must be >= 1, got 0"),
+    ("visualize", params.VisualizeParams, "visualize.dpi", 5, "must be >= 30, got 5"),
+])
+def test_invalid_values_are_refused_naming_the_key(project, stage, cls, key, value, message):
+    set_param(key, value)
+    with pytest.raises(ParamsError) as caught:
+        cls.from_params(params.load(stage))
+    shown_key = "model.hidden_units[1]" if value == [64, 0] else key
+    assert str(caught.value).startswith(f"{shown_key}: ")
+    if message:
+        assert message in str(caught.value)
+
+
+def test_local_source_needs_a_folder(project):
+    set_param("data.source", "local")
+    with pytest.raises(ParamsError, match="^data.local_dir: must name a folder"):
+        params.FetchParams.from_params(params.load("fetch"))
+
+
+def test_missing_key_is_named(project):
+    set_param("train.epochs", DELETE)
+    with pytest.raises(ParamsError, match=r"^train.epochs: missing from params.yaml$"):
+        params.TrainParams.from_params(params.load("train"))
+
+
+def test_unknown_key_is_refused_as_a_likely_typo(project):
+    set_param("train.learnig_rate", 0.1)
+    with pytest.raises(ParamsError, match=r"^train.learnig_rate: unknown key \(known: "):
+        params.TrainParams.from_params(params.load("train"))
+
+
+def test_reading_an_undeclared_key_fails_loudly(project):
+    stage = params.load("prepare")
+    with pytest.raises(ParamsError, match=r"^train.seed: stage 'prepare' reads this key but "
+                                          r"dvc.yaml does not declare it"):
+        stage.get("train.seed")
+
+
+def test_tune_cannot_read_the_keys_it_searches_from_train(project):
+    stage = params.load("tune")
+    with pytest.raises(ParamsError, match="^train.learning_rate: stage 'tune' reads this key"):
+        stage.get("train.learning_rate")
+
+
+@pytest.mark.parametrize("space, message", [
+    ({}, "^tune.space: must be a non-empty mapping"),
+    ({"learning_rate": []}, r"^tune.space.learning_rate: must be a non-empty list"),
+    ({"learning_rate": [0.01, -1]}, r"^tune.space.learning_rate\[1\]: must be > 0.0, got -1"),
+    ({"momentum": [0.9]}, r"^tune.space.momentum: not a searchable hyperparameter"),
+    ({"hidden_units": [[64], []]}, r"^tune.space.hidden_units\[1\]: must be a non-empty list"),
+])
+def test_invalid_search_spaces_are_refused_naming_the_key(project, space, message):
+    set_param("tune.space", space)
+    with pytest.raises(ParamsError, match=message):
+        params.TuneParams.from_params(params.load("tune"))
+
+
+def test_invalid_yaml_names_the_file_and_line(project):
+    Path("params.yaml").write_text("data:\n  source: auto\n  seed: [1, 2\n")
+    with pytest.raises(ParamsError, match=r"^params.yaml: line \d+ is not valid YAML"):
+        params.load("fetch")
+
+
+def run_stage(module, cwd):
+    return subprocess.run([sys.executable, "-m", module], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_a_stage_with_bad_params_stops_with_one_line_and_no_output(project):
+    set_param("train.learning_rate", -0.001)
+    result = run_stage("pipeline.train", project)
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("train: error: train.learning_rate: must be > 0.0, "
+                                     "got -0.001")
+    assert not (project / "models").exists() and not (project / "reports").exists()

@@ -80,7 +80,7 @@ def run_project(model_settings, train_settings, train, val, timer) -> float:
 
 
 def worker(variant: str, batch_size: int, epochs: int) -> None:
-    from pipeline.prepare import load_split
+    from pipeline.splits import load_split
 
     model_settings, train_settings = settings(batch_size, epochs)
     train, val = load_split("train"), load_split("val")

@@ -7,9 +7,8 @@ from pathlib import Path
 from pipeline import idx, params
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.cli import log, run_stage
+from pipeline.idx import RAW_DIR
 from pipeline.sources import fetch, md5
-
-RAW_DIR = Path("data/raw")
 
 
 def fetch_raw(settings: params.FetchParams, out_dir: Path = RAW_DIR) -> dict:

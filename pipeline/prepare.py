@@ -15,15 +15,11 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from pipeline import CLASS_NAMES, NUM_CLASSES, idx, params
-from pipeline.atomic import atomic_path, write_json
+from pipeline.atomic import write_json
 from pipeline.cli import log, run_stage
 from pipeline.errors import DataError
-from pipeline.fetch import RAW_DIR
-
-PREPARED_DIR = Path("data/prepared")
-SPLITS = ("train", "val", "test")
-
-Split = tuple[np.ndarray, np.ndarray]
+from pipeline.idx import RAW_DIR
+from pipeline.splits import PREPARED_DIR, Split, save_split
 
 
 def split_validation(images: np.ndarray, labels: np.ndarray, val_fraction: float,
@@ -74,19 +70,6 @@ def content_hash(x: np.ndarray, y: np.ndarray) -> str:
     digest.update(np.ascontiguousarray(x).tobytes())
     digest.update(np.ascontiguousarray(y).tobytes())
     return digest.hexdigest()
-
-
-def save_split(path: Path, x: np.ndarray, y: np.ndarray) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, x=x, y=y)
-
-
-def load_split(split: str, folder: Path = PREPARED_DIR) -> Split:
-    path = Path(folder) / f"{split}.npz"
-    if not path.is_file():
-        raise DataError(f"{path}: not found; run the prepare stage first")
-    with np.load(path) as data:
-        return data["x"], data["y"]
 
 
 def data_card(splits: dict, normalization: dict, source: dict) -> dict:

@@ -18,7 +18,7 @@ def main() -> None:
     # TensorFlow loads only after the params passed, so a typo fails in a blink.
     quiet_tensorflow()
     from pipeline.model import save_model
-    from pipeline.prepare import load_split
+    from pipeline.splits import load_split
     from pipeline.training import fit
 
     result = fit(model_settings, train_settings, load_split("train"), load_split("val"),

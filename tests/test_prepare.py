@@ -8,7 +8,8 @@ import pytest
 from pipeline.errors import DataError
 from pipeline.fetch import fetch_raw
 from pipeline.params import FetchParams, PrepareParams
-from pipeline.prepare import load_split, prepare
+from pipeline.prepare import prepare
+from pipeline.splits import load_split
 
 
 @pytest.fixture

@@ -1,0 +1,160 @@
+"""evaluate stage: score the baseline and the tuned model on the test split.
+
+Writes reports/metrics.json (DVC metrics: each model's numbers and the tuned-minus-
+baseline gain) and reports/eval/<model>/ with the per-class table, the confusion
+matrix counts and the predictions (which also feed DVC's confusion plot). Every number
+comes from scikit-learn, so there is one definition of each metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics
+
+from pipeline import CLASS_NAMES, params
+from pipeline.atomic import atomic_dir, write_json
+from pipeline.cli import log, quiet_tensorflow, run_stage
+from pipeline.errors import DataError
+from pipeline.splits import load_split, split_path
+
+MODELS = {"baseline": Path("models/baseline.keras"), "tuned": Path("models/tuned.keras")}
+METRICS_PATH = Path("reports/metrics.json")
+EVAL_DIR = Path("reports/eval")
+PER_CLASS_FILE = "per_class.csv"
+CONFUSION_FILE = "confusion_matrix.csv"
+PREDICTIONS_FILE = "predictions.csv"
+
+
+@dataclass
+class Evaluation:
+    summary: dict[str, float]  # test_accuracy, test_loss, macro_f1, top_<k>_accuracy
+    per_class: pd.DataFrame  # class, precision, recall, f1, support
+    confusion: pd.DataFrame  # counts; rows actual, columns predicted, class names
+
+
+def top_k_key(top_k: int) -> str:
+    return f"top_{top_k}_accuracy"
+
+
+def metrics_for(y_true: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str],
+                top_k: int) -> Evaluation:
+    """All test metrics of one model from its class probabilities.
+
+    Labels are fixed to every class so a class absent from a small test set still gets
+    its row (and its zero) instead of silently shifting the columns.
+    """
+    labels = list(range(len(class_names)))
+    y_pred = probabilities.argmax(axis=1)
+    summary = {
+        "test_accuracy": float(metrics.accuracy_score(y_true, y_pred)),
+        "test_loss": float(metrics.log_loss(y_true, probabilities, labels=labels)),
+        "macro_f1": float(metrics.f1_score(y_true, y_pred, labels=labels, average="macro",
+                                           zero_division=0)),
+        top_k_key(top_k): float(metrics.top_k_accuracy_score(y_true, probabilities, k=top_k,
+                                                             labels=labels)),
+    }
+    precision, recall, f1, support = metrics.precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    per_class = pd.DataFrame({"class": list(class_names), "precision": precision,
+                              "recall": recall, "f1": f1, "support": support})
+    counts = metrics.confusion_matrix(y_true, y_pred, labels=labels)
+    confusion = pd.DataFrame(counts, index=pd.Index(class_names, name="actual"),
+                             columns=list(class_names))
+    return Evaluation(summary, per_class, confusion)
+
+
+def predictions_table(y_true: np.ndarray, probabilities: np.ndarray,
+                      class_names: Sequence[str]) -> pd.DataFrame:
+    """One row per test image: what it is, what the model said, and how sure it was."""
+    names = np.asarray(class_names, dtype=object)
+    y_pred = probabilities.argmax(axis=1)
+    return pd.DataFrame({
+        "index": np.arange(len(y_true)),
+        "actual": names[y_true],
+        "predicted": names[y_pred],
+        "confidence": probabilities.max(axis=1),
+        "correct": y_pred == y_true,
+    })
+
+
+def gains(baseline: dict[str, float], tuned: dict[str, float]) -> dict[str, float]:
+    """Tuned minus baseline for every metric (for test_loss, negative is better)."""
+    return {key: tuned[key] - baseline[key] for key in baseline}
+
+
+def metrics_document(summaries: dict[str, dict[str, float]]) -> dict:
+    return {**summaries, "gain": gains(summaries["baseline"], summaries["tuned"])}
+
+
+def write_eval_dir(folder: Path, results: dict[str, tuple[Evaluation, pd.DataFrame]]) -> None:
+    """All of reports/eval at once: a failed run leaves the previous folder intact."""
+    with atomic_dir(folder) as tmp:
+        for name, (evaluation, predictions) in results.items():
+            model_dir = tmp / name
+            model_dir.mkdir()
+            evaluation.per_class.to_csv(model_dir / PER_CLASS_FILE, index=False)
+            evaluation.confusion.to_csv(model_dir / CONFUSION_FILE)
+            predictions.to_csv(model_dir / PREDICTIONS_FILE, index=False, float_format="%.6f")
+
+
+def require_inputs() -> None:
+    """Fail before TensorFlow loads if an input is missing."""
+    split_path("test")
+    for name, stage in (("baseline", "train"), ("tuned", "tune")):
+        if not MODELS[name].is_file():
+            raise DataError(f"{MODELS[name]}: not found; run the {stage} stage first")
+
+
+def read_test_split() -> tuple[np.ndarray, np.ndarray]:
+    x, y = load_split("test")
+    if len(y) == 0:
+        raise DataError(f"{split_path('test')}: the test split is empty")
+    return x, y
+
+
+def predict(path: Path, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """Class probabilities in float64, rows renormalized so log_loss sees exact sums."""
+    import keras
+
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for a damaged file
+        raise DataError(f"{path}: not a loadable Keras model ({exc})") from None
+    probabilities = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), np.float64)
+    if probabilities.shape != (len(x), len(CLASS_NAMES)):
+        raise DataError(f"{path}: outputs shape {probabilities.shape}, expected "
+                        f"({len(x)}, {len(CLASS_NAMES)})")
+    return probabilities / probabilities.sum(axis=1, keepdims=True)
+
+
+def evaluate_model(path: Path, x: np.ndarray, y: np.ndarray,
+                   settings: params.EvaluateParams) -> tuple[Evaluation, pd.DataFrame]:
+    probabilities = predict(path, x, settings.batch_size)
+    return (metrics_for(y, probabilities, CLASS_NAMES, settings.top_k),
+            predictions_table(y, probabilities, CLASS_NAMES))
+
+
+def main() -> None:
+    settings = params.EvaluateParams.from_params(params.load("evaluate"))
+    require_inputs()
+    x_test, y_test = read_test_split()
+    quiet_tensorflow()  # TensorFlow loads only after params and inputs passed
+    results = {name: evaluate_model(path, x_test, y_test, settings)
+               for name, path in MODELS.items()}
+    write_eval_dir(EVAL_DIR, results)
+    document = metrics_document({name: ev.summary for name, (ev, _) in results.items()})
+    write_json(METRICS_PATH, document)
+    base, tuned, gain = (document[k] for k in ("baseline", "tuned", "gain"))
+    log(f"evaluate: test accuracy baseline {base['test_accuracy']:.4f}, tuned "
+        f"{tuned['test_accuracy']:.4f} ({gain['test_accuracy']:+.4f}); macro F1 "
+        f"{base['macro_f1']:.4f} -> {tuned['macro_f1']:.4f} on {len(y_test)} images; "
+        f"wrote {METRICS_PATH}, {EVAL_DIR}/")
+
+
+if __name__ == "__main__":
+    run_stage("evaluate", main)

@@ -1,0 +1,173 @@
+"""visualize: every figure is a real PNG, drawn headless from small generated files."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import CLASS_NAMES, NUM_CLASSES, figures, params, visualize
+from pipeline import evaluate
+from pipeline.errors import DataError
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+FIGURES = {"class_distribution.png", "sample_images.png", "training_curves.png",
+           "confusion_matrix.png", "predictions_gallery.png", "tuning_results.png"}
+
+
+def write_curves(folder: Path, epochs: int, seed: int) -> None:
+    """DVCLive's layout: plots/metrics/{train,eval}/{accuracy,loss}.tsv."""
+    rng = np.random.default_rng(seed)
+    steps = np.arange(epochs)
+    for part in ("train", "eval"):
+        (folder / part).mkdir(parents=True, exist_ok=True)
+        accuracy = 0.6 + 0.3 * (1 - np.exp(-steps / 3)) + rng.normal(0, 0.01, epochs)
+        pd.DataFrame({"step": steps, "accuracy": accuracy}).to_csv(
+            folder / part / "accuracy.tsv", sep="\t", index=False)
+        pd.DataFrame({"step": steps, "loss": 1.2 - accuracy}).to_csv(
+            folder / part / "loss.tsv", sep="\t", index=False)
+
+
+def write_trials(path: Path) -> None:
+    """tune's layout: two halving rounds over hidden_units x learning_rate."""
+    grid = [("[8]", 0.001), ("[8]", 0.003), ("[16, 8]", 0.001), ("[16, 8]", 0.003),
+            ("[16, 8]", 0.003)]
+    rows = [{"trial": i + 1, "round": 0 if i < 4 else 1, "samples": 100 if i < 4 else 400,
+             "epochs": 5, "param_hidden_units": units, "param_learning_rate": rate,
+             "val_accuracy": 0.7 + 0.02 * i, "val_loss": 0.9 - 0.02 * i, "epochs_run": 5 - i,
+             "seconds": 1.5}
+            for i, (units, rate) in enumerate(grid)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def write_evaluation(root: Path, y_test: np.ndarray) -> None:
+    """reports/eval and metrics.json as evaluate writes them, from random probabilities."""
+    rng = np.random.default_rng(3)
+    results, summaries = {}, {}
+    for model in evaluate.MODELS:
+        probabilities = rng.dirichlet(np.ones(NUM_CLASSES), size=len(y_test))
+        confident = np.arange(0, len(y_test), 3)  # every third image: confidently right
+        probabilities[confident, y_test[confident]] += 3.0
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        evaluation = evaluate.metrics_for(y_test, probabilities, CLASS_NAMES, top_k=2)
+        results[model] = (evaluation, evaluate.predictions_table(y_test, probabilities,
+                                                                  CLASS_NAMES))
+        summaries[model] = evaluation.summary
+    evaluate.write_eval_dir(root / evaluate.EVAL_DIR, results)
+    (root / evaluate.METRICS_PATH).write_text(json.dumps(evaluate.metrics_document(summaries)))
+
+
+def make_workspace(root: Path, splits: dict, **visualize_params) -> Path:
+    """Every file the visualize stage reads, small, plus params.yaml and dvc.yaml."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    text = (REPO / "params.yaml").read_text()
+    for key, value in visualize_params.items():
+        lines = [f"  {key}: {value}" if line.startswith(f"  {key}:") else line
+                 for line in text.splitlines()]
+        text = "\n".join(lines) + "\n"
+    (root / "params.yaml").write_text(text)
+    prepared = root / visualize.PREPARED_DIR
+    prepared.mkdir(parents=True)
+    for name, (x, y) in splits.items():
+        np.savez(prepared / f"{name}.npz", x=x, y=y)
+    for seed, folder in enumerate(visualize.CURVES_DIRS.values()):
+        write_curves(root / folder, epochs=5 + seed, seed=seed)
+    write_trials(root / visualize.TRIALS_PATH)
+    write_evaluation(root, splits["test"][1])
+    return root
+
+
+@pytest.fixture
+def workspace(tmp_path, splits, monkeypatch):
+    root = make_workspace(tmp_path / "project", splits)
+    monkeypatch.chdir(root)
+    return root
+
+
+def assert_valid_pngs(folder: Path) -> None:
+    assert {p.name for p in folder.iterdir()} == FIGURES
+    for path in folder.iterdir():
+        data = path.read_bytes()
+        assert data.startswith(PNG_SIGNATURE), path.name
+        assert len(data) > 5_000, f"{path.name}: only {len(data)} bytes"
+
+
+def test_runs_headless_without_tensorflow(workspace):
+    """A fresh interpreter with no display and no backend preset; TensorFlow never loads."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "MPLBACKEND")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    code = ("import sys; from pipeline import visualize; visualize.main(); "
+            "loaded = [m for m in ('tensorflow', 'keras') if m in sys.modules]; "
+            "assert not loaded, loaded")
+    result = subprocess.run([sys.executable, "-c", code], cwd=workspace, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert_valid_pngs(workspace / visualize.FIGURES_DIR)
+
+
+def test_small_data_is_drawn_gracefully(tmp_path, monkeypatch):
+    """A class with 2 training images (fewer than samples_per_class) and a test split
+    smaller than the gallery."""
+    rng = np.random.default_rng(0)
+
+    def split(labels):
+        labels = np.asarray(labels, dtype=np.uint8)
+        return rng.random((len(labels), 784), dtype=np.float32), labels
+
+    train_labels = np.concatenate([np.repeat(np.arange(NUM_CLASSES - 1), 5), [9, 9]])
+    tiny = {"train": split(train_labels), "val": split(np.arange(NUM_CLASSES)),
+            "test": split(np.arange(7))}
+    root = make_workspace(tmp_path / "project", tiny, samples_per_class=20, gallery_size=100)
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    visualize.main()
+    assert_valid_pngs(root / visualize.FIGURES_DIR)
+
+
+def test_missing_input_names_the_file_and_keeps_no_figures(workspace):
+    (workspace / visualize.TRIALS_PATH).unlink()
+    with pytest.raises(DataError, match="trials.csv.*tune stage"):
+        visualize.main()
+    assert not (workspace / visualize.FIGURES_DIR).exists()
+    assert not list((workspace / "reports").glob(".figures*"))  # no temp folder left
+
+
+def test_dvc_yaml_deps_are_exactly_the_files_read():
+    deps = params.read_yaml(REPO / "dvc.yaml")["stages"]["visualize"]["deps"]
+    data_deps = {Path(d) for d in deps if not d.startswith("pipeline/")}
+    assert data_deps == set(visualize.inputs())
+
+
+def test_gallery_takes_all_test_images_when_there_are_few():
+    assert visualize.gallery_indices(5, 24).tolist() == [0, 1, 2, 3, 4]
+    chosen = visualize.gallery_indices(1000, 24)
+    assert len(set(chosen)) == 24 and chosen.max() < 1000
+
+
+def test_confusion_heatmap_rows_are_normalized():
+    counts = pd.DataFrame(np.diag(np.arange(1, NUM_CLASSES + 1)) + 1,
+                          index=CLASS_NAMES, columns=CLASS_NAMES)
+    fig = figures.confusion_heatmap(counts, "test")
+    shares = np.asarray(fig.axes[0].images[0].get_array())
+    assert shares.sum(axis=1) == pytest.approx(np.ones(NUM_CLASSES))
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list(CLASS_NAMES)
+
+
+def test_tuning_plots_only_the_searched_hyperparameters_that_vary(tmp_path):
+    write_trials(tmp_path / "trials.csv")
+    trials = pd.read_csv(tmp_path / "trials.csv")
+    searchable = list(params.SEARCHABLE)
+    searched = ["param_hidden_units", "param_learning_rate"]  # not the constant epochs
+    assert figures.hyperparameter_columns(trials, searchable) == searched
+    assert figures.budget_column(trials, searched, searchable) == "round"
+    plain = trials.rename(columns=lambda c: c.removeprefix("param_"))
+    assert figures.hyperparameter_columns(plain, searchable) == ["hidden_units",
+                                                                 "learning_rate"]

@@ -313,6 +313,8 @@ def check_space(key: str, space: Any) -> dict[str, tuple]:
             raise ParamsError(f"{name_key}: must be a non-empty list of values, got {values!r}")
         check = SEARCHABLE[name].CHECKS[name]
         checked[name] = tuple(check(f"{name_key}[{i}]", v) for i, v in enumerate(values))
+        if len(set(checked[name])) < len(values):  # a grid would run the same trial twice
+            raise ParamsError(f"{name_key}: lists a value more than once: {values!r}")
     return checked
 
 
@@ -335,6 +337,15 @@ class TuneParams(_Section):
     min_resource_fraction: float
     seed: int
     space: Mapping[str, tuple]
+
+    def _check_together(self):
+        too_large = self.min_resource_fraction * self.halving_factor > 1 + 1e-9
+        if self.method == "halving" and too_large:
+            raise ParamsError(
+                f"tune.min_resource_fraction: must be <= 1/halving_factor "
+                f"({1 / self.halving_factor:.3g}) so that halving has a round on less data, "
+                f"got {self.min_resource_fraction}")
+        return self
 
 
 @dataclass(frozen=True)

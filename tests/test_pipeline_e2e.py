@@ -1,0 +1,323 @@
+"""The DVC contract, end to end, with real `dvc` commands in a temporary git repository.
+
+The project is copied into a fresh repo, pointed at small generated IDX data (the
+`local` source) with a reduced-size params profile, and driven with `dvc repro`,
+`dvc status`, `dvc params diff`, `dvc metrics`, `dvc exp` and `dvc plots`. The tests
+in this module share one repository and run in order: each starts from the state the
+previous one committed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.synthetic import write_idx_dataset
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ALL_STAGES = {"fetch", "prepare", "train", "tune", "evaluate", "visualize"}
+
+# Small enough that the whole pipeline runs in well under a minute on 2 cores.
+PROFILE = {
+    "data": {"source": "local", "val_fraction": 0.2},
+    "model": {"hidden_units": [32], "dropout": 0.1, "batch_norm": False},
+    "train": {"epochs": 3, "batch_size": 32, "early_stopping_patience": 0,
+              "learning_rate": 0.01},
+    "tune": {"method": "grid", "space": {
+        "hidden_units": [[32]], "dropout": [0.0, 0.2], "batch_norm": [False],
+        "learning_rate": [0.01], "batch_size": [32], "epochs": [2],
+        "lr_schedule": ["constant"], "early_stopping_patience": [0]}},
+    "visualize": {"samples_per_class": 2, "gallery_size": 8, "dpi": 40},
+}
+
+
+def run(cmd, cwd, check=True, timeout=900, **kwargs):
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+               PYTHONPATH="", DVC_NO_ANALYTICS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=timeout, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({result.returncode}):\n"
+                             f"{result.stdout}\n{result.stderr}")
+    return result
+
+
+def dvc(repo, *args, check=True):
+    return run([str(BIN / "dvc"), *args], repo, check=check)
+
+
+def git(repo, *args):
+    return run(["git", *args], repo)
+
+
+def stages_run(result) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr))
+
+
+def changed_stages(repo) -> set[str]:
+    return set(json.loads(dvc(repo, "status", "--json").stdout or "{}"))
+
+
+def merge(base: dict, overlay: dict) -> dict:
+    merged = dict(base)
+    for key, value in overlay.items():
+        merged[key] = merge(base[key], value) if isinstance(value, dict) and key != "space" \
+            else value
+    return merged
+
+
+def set_params(repo, **dotted):
+    """Set params.yaml keys given as section__key=value (a dot is not a Python name)."""
+    data = yaml.safe_load((repo / "params.yaml").read_text())
+    for name, value in dotted.items():
+        section, key = name.split("__")
+        data[section][key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def commit(repo, message):
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--allow-empty", "-m", message)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """The project in a fresh git repo with small data; `dvc repro` not yet run."""
+    base = tmp_path_factory.mktemp("e2e")
+    repo, data = base / "repo", write_idx_dataset(base / "idx", 30, 8)
+    files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT)
+    for name in files.stdout.splitlines():
+        if (ROOT / name).is_file() and not name.startswith(("tests/", "bench/", ".ci/")):
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), PROFILE)
+    params["data"]["local_dir"] = str(data)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "e2e@example.com")
+    git(repo, "config", "user.name", "e2e")
+    commit(repo, "project with the small profile")
+    return repo
+
+
+def test_repro_runs_every_stage_then_nothing(repo):
+    first = dvc(repo, "repro")
+    assert stages_run(first) == ALL_STAGES
+    assert "fetch: wrote data/raw/ from the local source" in first.stdout
+    commit(repo, "first run")
+    second = dvc(repo, "repro")
+    assert stages_run(second) == set()
+    assert "Data and pipelines are up to date" in second.stdout
+    assert changed_stages(repo) == set()
+
+
+def test_forced_rerun_gives_identical_metrics(repo):
+    before = (repo / "reports" / "metrics.json").read_text()
+    forced = dvc(repo, "repro", "-f")
+    assert stages_run(forced) == ALL_STAGES
+    assert (repo / "reports" / "metrics.json").read_text() == before
+    assert json.loads(before)["tuned"]["test_accuracy"] > 0.3  # it learned something
+    commit(repo, "forced rerun")
+
+
+# key changed -> (stages `dvc status` lists, stages `dvc repro` reruns)
+SELECTIVE = [
+    ({"data__val_fraction": 0.25}, {"prepare"},
+     {"prepare", "train", "tune", "evaluate", "visualize"}),
+    ({"model__hidden_units": [24]}, {"train"}, {"train", "evaluate", "visualize"}),
+    ({"train__learning_rate": 0.02}, {"train"}, {"train", "evaluate", "visualize"}),
+    ({"train__seed": 11}, {"train", "tune"}, {"train", "tune", "evaluate", "visualize"}),
+    ({"tune__method": "random", "tune__max_trials": 1}, {"tune"},
+     {"tune", "evaluate", "visualize"}),
+    ({"evaluate__top_k": 3}, {"evaluate"}, {"evaluate", "visualize"}),
+    ({"visualize__dpi": 50}, {"visualize"}, {"visualize"}),
+]
+
+
+@pytest.mark.parametrize("change, status, rerun", SELECTIVE,
+                         ids=[next(iter(c)).replace("__", ".") for c, _, _ in SELECTIVE])
+def test_a_param_change_reruns_exactly_its_stages(repo, change, status, rerun):
+    set_params(repo, **change)
+    assert changed_stages(repo) == status
+    assert stages_run(dvc(repo, "repro")) == rerun
+    assert changed_stages(repo) == set()
+    commit(repo, f"change {change}")
+
+
+def test_fetch_source_change_reruns_fetch_and_prepare_only(repo):
+    # auto finds the same local files first: new source.json, identical prepared data,
+    # so DVC sees that train's inputs did not change and stops there.
+    set_params(repo, data__source="auto")
+    assert changed_stages(repo) == {"fetch"}
+    assert stages_run(dvc(repo, "repro")) == {"fetch", "prepare"}
+    commit(repo, "source auto")
+
+
+def test_params_diff_and_metrics_diff_show_the_change(repo):
+    set_params(repo, train__learning_rate=0.005)
+    diff = json.loads(dvc(repo, "params", "diff", "--json").stdout)
+    assert list(diff["params.yaml"]) == ["train.learning_rate"]
+    assert diff["params.yaml"]["train.learning_rate"]["old"] == 0.02
+    assert diff["params.yaml"]["train.learning_rate"]["new"] == 0.005
+    table = dvc(repo, "params", "diff").stdout
+    assert "train.learning_rate" in table and "0.02" in table and "0.005" in table
+    dvc(repo, "repro")
+    metrics = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)
+    changed = metrics["reports/metrics.json"]
+    assert "baseline.test_accuracy" in changed or "baseline.test_loss" in changed
+    assert not any(key.startswith("tuned.") for key in changed)  # tune did not rerun
+    shown = dvc(repo, "metrics", "show").stdout
+    assert "reports/metrics.json" in shown and "tuned.test_accuracy" in shown
+    commit(repo, "learning rate 0.005")
+
+
+def test_experiment_runs_and_is_listed_with_metrics(repo):
+    result = dvc(repo, "exp", "run", "-S", "train.epochs=2", "-n", "two-epochs")
+    assert stages_run(result) == {"train", "evaluate", "visualize"}
+    shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
+    names = [exp.get("name") for entry in shown for exp in (entry.get("experiments") or [])
+             for exp in [exp] + [r for r in (exp.get("revs") or [])]]
+    text = dvc(repo, "exp", "show", "--no-pager", "--md").stdout
+    assert "two-epochs" in text and "baseline.test_accuracy" in text
+    assert "two-epochs" in names or "two-epochs" in json.dumps(shown)
+    git(repo, "checkout", "--", ".")
+    dvc(repo, "checkout", "--force")
+    assert changed_stages(repo) == set()
+
+
+def test_plots_show_writes_a_page_with_curves_and_figures(repo):
+    dvc(repo, "plots", "show", "-o", "plots_html")
+    page = (repo / "plots_html" / "index.html").read_text()
+    assert "baseline_accuracy" in page and "tuned_loss" in page  # curves
+    assert "confusion" in page.lower()
+    assert "reports/figures/" in page and ".png" in page
+    shutil.rmtree(repo / "plots_html")
+
+
+# --- bad input: one clear message, and no partial output DVC accepts ----------------
+
+
+def refetch(repo):
+    return dvc(repo, "repro", "-f", "-s", "fetch", check=False)
+
+
+def assert_stopped(result, stage, message):
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith(f"{stage}: error:")]
+    assert len(lines) == 1, result.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def local_files(repo):
+    return Path(yaml.safe_load((repo / "params.yaml").read_text())["data"]["local_dir"])
+
+
+@pytest.fixture
+def pristine_source(repo):
+    """Restore the local source files and the pipeline after a test corrupts them."""
+    folder = local_files(repo)
+    saved = {p.name: p.read_bytes() for p in folder.iterdir()}
+    yield folder
+    for name, data in saved.items():
+        (folder / name).write_bytes(data)
+    git(repo, "checkout", "--", ".")
+    dvc(repo, "repro", "-f", "-s", "fetch")
+    dvc(repo, "repro")
+    assert changed_stages(repo) == set()
+
+
+def update_md5sums(folder, name):
+    import hashlib
+
+    digest = hashlib.md5((folder / name).read_bytes()).hexdigest()
+    lines = [f"{digest}  {name}" if line.endswith(name) else line
+             for line in (folder / "MD5SUMS").read_text().splitlines()]
+    (folder / "MD5SUMS").write_text("\n".join(lines) + "\n")
+
+
+def test_corrupt_gzip_in_the_local_source(repo, pristine_source):
+    name = "train-images-idx3-ubyte.gz"
+    data = (pristine_source / name).read_bytes()
+    (pristine_source / name).write_bytes(data[: len(data) // 2])  # cut mid-stream
+    update_md5sums(pristine_source, name)
+    assert_stopped(refetch(repo), "fetch", f"{name}: not a valid gzip file")
+    assert "fetch" in changed_stages(repo)
+    assert not (repo / "data" / "raw").exists()
+
+
+def test_truncated_idx_file(repo, pristine_source):
+    import gzip
+
+    name = "t10k-images-idx3-ubyte.gz"
+    raw = gzip.decompress((pristine_source / name).read_bytes())
+    (pristine_source / name).write_bytes(gzip.compress(raw[:-100]))
+    update_md5sums(pristine_source, name)
+    assert_stopped(refetch(repo), "fetch", f"{name}: truncated IDX payload")
+    assert "fetch" in changed_stages(repo)
+
+
+def test_wrong_checksum(repo, pristine_source):
+    name = "train-labels-idx1-ubyte.gz"
+    (pristine_source / name).write_bytes((pristine_source / name).read_bytes() + b"\0")
+    assert_stopped(refetch(repo), "fetch", f"{name}: checksum mismatch")
+    assert "fetch" in changed_stages(repo)
+
+
+def test_params_yaml_that_is_not_valid_yaml(repo):
+    good = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(good.replace("train:", "train: [", 1))
+    try:
+        result = dvc(repo, "repro", check=False)
+        assert result.returncode != 0 and "params.yaml" in result.stderr
+        direct = run([sys.executable, "-m", "pipeline.train"], repo, check=False)
+        assert_stopped(direct, "train", r"^train: error: params.yaml: line \d+ is not valid YAML")
+    finally:
+        (repo / "params.yaml").write_text(good)
+
+
+def test_a_wrong_type_stops_the_stage_naming_the_key(repo):
+    good = (repo / "params.yaml").read_text()
+    set_params(repo, train__learning_rate="fast")
+    try:
+        result = dvc(repo, "repro", check=False)
+        assert_stopped(result, "train", "train.learning_rate: must be a number, got 'fast'")
+        assert "train" in changed_stages(repo)
+    finally:
+        (repo / "params.yaml").write_text(good)
+    dvc(repo, "repro")
+    assert changed_stages(repo) == set()
+
+
+def test_a_stage_killed_mid_run_leaves_nothing_dvc_accepts(repo):
+    set_params(repo, train__epochs=500)  # long enough to be killed while training
+    process = subprocess.Popen([str(BIN / "dvc"), "repro", "-s", "train"], cwd=repo,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"),
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        for line in process.stdout:
+            if "train epoch 2/500" in line or time.monotonic() > deadline:
+                break
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert "train" in changed_stages(repo)
+    assert not (repo / "models" / "baseline.keras").exists()
+    git(repo, "checkout", "--", "params.yaml")
+    dvc(repo, "repro")
+    assert changed_stages(repo) == set()

@@ -11,9 +11,22 @@ from pipeline.errors import PipelineError
 
 
 def quiet_tensorflow() -> None:
-    """Silence TensorFlow's C++ info logs so progress lines stay readable (call before
-    TensorFlow is imported)."""
+    """Import TensorFlow without its start-up notices, so progress lines stay readable.
+
+    TF_CPP_MIN_LOG_LEVEL hides the C++ info logs, but the oneDNN notice is printed
+    through absl before that setting is read; so stderr is muted for the import alone.
+    Errors still surface: an import failure is raised after stderr is back.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    sys.stderr.flush()
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def log(message: str) -> None:

@@ -80,10 +80,22 @@ def read_test_accuracy() -> dict[str, float]:
 # --- choosing what to show ----------------------------------------------------------
 
 
-def gallery_indices(test_size: int, gallery_size: int, seed: int = GALLERY_SEED) -> np.ndarray:
-    """A fixed, sorted sample of the test split (all of it when it is small)."""
-    count = min(gallery_size, test_size)
-    return np.sort(np.random.default_rng(seed).choice(test_size, size=count, replace=False))
+def gallery_indices(correct: np.ndarray, gallery_size: int,
+                    seed: int = GALLERY_SEED) -> np.ndarray:
+    """A fixed, sorted sample of the test split, up to half of it mistakes.
+
+    At 90% accuracy a plain random sample often shows no mistake at all, and the
+    mistakes are what a reader wants to see; all images when the split is small.
+    """
+    correct = np.asarray(correct, dtype=bool)
+    if gallery_size >= len(correct):
+        return np.arange(len(correct))
+    rng = np.random.default_rng(seed)
+    wrong, right = np.flatnonzero(~correct), np.flatnonzero(correct)
+    n_wrong = min(len(wrong), gallery_size // 2)
+    chosen = np.concatenate([rng.choice(wrong, n_wrong, replace=False),
+                             rng.choice(right, gallery_size - n_wrong, replace=False)])
+    return np.sort(chosen)
 
 
 # --- one builder per figure ---------------------------------------------------------
@@ -119,7 +131,8 @@ def predictions_gallery_figure(settings: params.VisualizeParams):
     if len(predictions) != len(images):
         raise DataError(f"{EVAL_DIR / SHOWN_MODEL / PREDICTIONS_FILE}: {len(predictions)} rows "
                         f"but the test split has {len(images)}; rerun the evaluate stage")
-    chosen = gallery_indices(len(images), settings.gallery_size)
+    chosen = gallery_indices(predictions["correct"].astype(bool).to_numpy(),
+                             settings.gallery_size)
     shown = predictions.iloc[chosen]
     wrong = int((~shown["correct"].astype(bool)).sum())
     return figures.predictions_gallery(

@@ -147,9 +147,19 @@ def test_dvc_yaml_deps_are_exactly_the_files_read():
 
 
 def test_gallery_takes_all_test_images_when_there_are_few():
-    assert visualize.gallery_indices(5, 24).tolist() == [0, 1, 2, 3, 4]
-    chosen = visualize.gallery_indices(1000, 24)
+    assert visualize.gallery_indices(np.ones(5, bool), 24).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_gallery_shows_mistakes_even_when_they_are_rare():
+    correct = np.ones(1000, bool)
+    correct[[10, 500, 900]] = False  # 99.7% accuracy
+    chosen = visualize.gallery_indices(correct, 24)
     assert len(set(chosen)) == 24 and chosen.max() < 1000
+    assert {10, 500, 900} <= set(chosen.tolist())
+    correct[:200] = False
+    chosen = visualize.gallery_indices(correct, 24)
+    assert (~correct[chosen]).sum() == 12  # half mistakes, half right
+    assert chosen.tolist() == visualize.gallery_indices(correct, 24).tolist()  # seeded
 
 
 def test_confusion_heatmap_rows_are_normalized():

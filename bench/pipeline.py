@@ -2,8 +2,8 @@
 
 Forces train, tune, evaluate and visualize to run again (fetch and prepare are kept),
 prints each stage's time as the stage reported it, the totals, and the peak memory of
-the largest process. Training is deterministic, so the metrics come out unchanged; the
-.keras files get new save timestamps, so dvc.lock records new hashes for them.
+the largest process. Training is deterministic and models are saved byte-reproducibly, so
+the metrics and model hashes come out unchanged (only tune's timings differ).
 
     python bench/pipeline.py            # from the repository root, after `dvc repro`
 """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import zipfile
 from pathlib import Path
 
 import keras
@@ -11,6 +13,7 @@ from pipeline.atomic import atomic_path
 from pipeline.params import ModelParams, TrainParams
 
 INPUT_DIM = 28 * 28
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry
 OPTIMIZERS = {
     "adam": keras.optimizers.Adam,
     "adamw": keras.optimizers.AdamW,
@@ -61,6 +64,43 @@ def compile_model(model: keras.Model, settings: TrainParams, steps_per_epoch: in
 
 
 def save_model(model: keras.Model, path: str | Path) -> None:
-    """Save atomically: a killed run never leaves a half-written .keras file."""
+    """Save atomically (a killed run never leaves a half-written .keras file) and
+    reproducibly: the same weights give the same bytes, so the same hash in dvc.lock."""
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
+        make_reproducible(tmp)
+
+
+def make_reproducible(path: Path) -> None:
+    """Remove what differs between two saves of the same model: the save time (metadata
+    and zip entry dates) and the memory addresses Keras uses as shared-object ids.
+    Left in, they give DVC a new hash for identical weights and rerun every later stage."""
+    with zipfile.ZipFile(path) as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(path, "w") as archive:
+        for info, data in entries:
+            if info.filename == "metadata.json":
+                metadata = json.loads(data)
+                metadata.pop("date_saved", None)
+                data = json.dumps(metadata).encode()
+            elif info.filename == "config.json":
+                data = json.dumps(renumber_shared_objects(json.loads(data))).encode()
+            archive.writestr(zipfile.ZipInfo(info.filename, date_time=ZIP_EPOCH), data,
+                             compress_type=info.compress_type)
+
+
+def renumber_shared_objects(config, numbers: dict | None = None):
+    """Replace each distinct shared_object_id (an id() of this process) by 1, 2, ... in
+    order of appearance; equal ids stay equal, so sharing survives loading."""
+    numbers = {} if numbers is None else numbers
+    if isinstance(config, list):
+        return [renumber_shared_objects(item, numbers) for item in config]
+    if not isinstance(config, dict):
+        return config
+    renumbered = {}
+    for key, value in config.items():
+        if key == "shared_object_id":
+            renumbered[key] = numbers.setdefault(value, len(numbers) + 1)
+        else:
+            renumbered[key] = renumber_shared_objects(value, numbers)
+    return renumbered

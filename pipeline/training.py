@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import keras
@@ -119,6 +119,4 @@ def _fit_with_live(run, live_dir: Path, model_settings, train_settings) -> dict:
 
 
 def _plain(settings) -> dict:
-    from dataclasses import asdict
-
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()}

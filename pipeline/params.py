@@ -9,7 +9,6 @@ and a bad one raises ParamsError naming the key.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping

@@ -78,7 +78,7 @@ def test_training_learns_and_is_deterministic(splits):
     assert first.val_accuracy > 0.6  # ten classes: chance is 0.1
     assert first.val_accuracy == second.val_accuracy
     assert first.history == second.history
-    for a, b in zip(first.model.get_weights(), second.model.get_weights()):
+    for a, b in zip(first.model.get_weights(), second.model.get_weights(), strict=True):
         assert np.array_equal(a, b)
 
 
@@ -108,7 +108,7 @@ def test_saved_model_is_byte_reproducible_and_loads(tmp_path):
     save_model(model, tmp_path / "b.keras")
     assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
     loaded = keras.models.load_model(tmp_path / "a.keras")
-    for a, b in zip(model.get_weights(), loaded.get_weights()):
+    for a, b in zip(model.get_weights(), loaded.get_weights(), strict=True):
         assert np.array_equal(a, b)
 
 

@@ -131,10 +131,10 @@ def predictions_gallery_figure(settings: params.VisualizeParams):
     if len(predictions) != len(images):
         raise DataError(f"{EVAL_DIR / SHOWN_MODEL / PREDICTIONS_FILE}: {len(predictions)} rows "
                         f"but the test split has {len(images)}; rerun the evaluate stage")
-    chosen = gallery_indices(predictions["correct"].astype(bool).to_numpy(),
-                             settings.gallery_size)
+    correct = predictions["correct"].astype(bool).to_numpy()
+    chosen = gallery_indices(correct, settings.gallery_size)
     shown = predictions.iloc[chosen]
-    wrong = int((~shown["correct"].astype(bool)).sum())
+    wrong = int((~correct[chosen]).sum())
     return figures.predictions_gallery(
         images[chosen], shown, f"{SHOWN_MODEL} model on {len(shown)} test images: "
                                f"{len(shown) - wrong} right, {wrong} wrong (in red)")

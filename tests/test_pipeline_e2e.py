@@ -48,10 +48,14 @@ PROFILE = {
 }
 
 
+def command_env() -> dict[str, str]:
+    """This interpreter's dvc and python first on PATH, as the stages' `python` expects."""
+    return dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                PYTHONPATH="", DVC_NO_ANALYTICS="1", TF_CPP_MIN_LOG_LEVEL="2")
+
+
 def run(cmd, cwd, check=True, timeout=900, **kwargs):
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-               PYTHONPATH="", DVC_NO_ANALYTICS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+    result = subprocess.run(cmd, cwd=cwd, env=command_env(), capture_output=True, text=True,
                             timeout=timeout, **kwargs)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, cmd))} failed ({result.returncode}):\n"
@@ -315,7 +319,7 @@ def test_a_stage_killed_mid_run_leaves_nothing_dvc_accepts(repo):
     set_params(repo, train__epochs=500)  # long enough to be killed while training
     process = subprocess.Popen([str(BIN / "dvc"), "repro", "-s", "train"], cwd=repo,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env=dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"),
+                               env=command_env(),
                                start_new_session=True)
     try:
         deadline = time.monotonic() + 300

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ALL_STAGES = {"fetch", "prepare", "train", "tune", "evaluate", "visualize"}
 PROJECT_FILES = ("pipeline/", "params.yaml", "dvc.yaml", ".dvc/config", ".dvcignore",
-                 ".gitignore", "pyproject.toml")
+                 ".gitignore", "pyproject.toml", "plots_page/")
 
 # Small enough that the whole pipeline runs in well under a minute on 2 cores.
 PROFILE = {
@@ -217,6 +217,8 @@ def test_plots_show_writes_a_page_with_curves_and_figures(repo):
     assert "baseline_accuracy" in page and "tuned_loss" in page  # curves
     assert "confusion" in page.lower()
     assert "reports/figures/" in page and ".png" in page
+    # .dvc/config's template: the chart libraries inline, none from the network
+    assert "vegaEmbed" in page and not re.search(r"<script[^>]*\ssrc=", page)
     shutil.rmtree(repo / "plots_html")
 
 

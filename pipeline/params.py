@@ -20,7 +20,7 @@ from pipeline.errors import ParamsError
 PARAMS_FILE = "params.yaml"
 DVC_FILE = "dvc.yaml"
 
-SOURCES = ("auto", "local", "official", "npm")
+SOURCES = ("auto", "local", "official", "debian", "npm")
 NORMALIZATIONS = ("scale", "standardize")
 ACTIVATIONS = ("relu", "elu", "gelu", "selu", "swish", "tanh")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")

@@ -27,10 +27,16 @@ def make_images(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def write_idx_dataset(folder: Path, n_train_per_class: int = 40, n_test_per_class: int = 10,
                       with_md5sums: bool = True) -> Path:
     """The four IDX .gz files (and an MD5SUMS manifest) in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
     arrays = {}
     arrays["train_images"], arrays["train_labels"] = make_images(n_train_per_class, seed=1)
     arrays["test_images"], arrays["test_labels"] = make_images(n_test_per_class, seed=2)
+    return write_idx_files(folder, arrays, with_md5sums)
+
+
+def write_idx_files(folder: Path, arrays: dict[str, np.ndarray],
+                    with_md5sums: bool = True) -> Path:
+    """`arrays` (keys as idx.FILES) as the four IDX .gz files, with an MD5SUMS manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
     lines = []
     for key, name in idx.FILES.items():
         data = idx.encode(arrays[key])

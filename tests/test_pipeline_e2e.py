@@ -125,6 +125,9 @@ def test_repro_runs_every_stage_then_nothing(repo):
     first = dvc(repo, "repro")
     assert stages_run(first) == ALL_STAGES
     assert "fetch: wrote data/raw/ from the local source" in first.stdout
+    for record in ("reports/train/platform.json", "reports/platform.json"):
+        platform = json.loads((repo / record).read_text())  # which machine made the numbers
+        assert platform["tensorflow"] and platform["cpu"], record
     commit(repo, "first run")
     second = dvc(repo, "repro")
     assert stages_run(second) == set()
@@ -288,8 +291,12 @@ def test_truncated_idx_file(repo, pristine_source):
 def test_wrong_checksum(repo, pristine_source):
     name = "train-labels-idx1-ubyte.gz"
     (pristine_source / name).write_bytes((pristine_source / name).read_bytes() + b"\0")
-    assert_stopped(refetch(repo), "fetch", f"{name}: checksum mismatch")
+    assert_stopped(refetch(repo), "fetch", f"{name}: checksum mismatch.*; to get the last "
+                                           "good data back: dvc checkout data/raw$")
     assert "fetch" in changed_stages(repo)
+    assert not (repo / "data" / "raw").exists()
+    dvc(repo, "checkout", "data/raw")  # what the message says brings the data back
+    assert "fetch" not in changed_stages(repo)
 
 
 def test_params_yaml_that_is_not_valid_yaml(repo):
@@ -314,6 +321,19 @@ def test_a_wrong_type_stops_the_stage_naming_the_key(repo):
     finally:
         (repo / "params.yaml").write_text(good)
     dvc(repo, "repro")
+    assert changed_stages(repo) == set()
+
+
+def test_a_misspelled_key_stops_the_stage_with_the_valid_name(repo):
+    good = (repo / "params.yaml").read_text()
+    set_params(repo, train__learnig_rate=0.1)
+    try:
+        result = dvc(repo, "repro", check=False)
+        assert_stopped(result, "train", "^train: error: train.learnig_rate: unknown key; "
+                                        "did you mean train.learning_rate\\?$")
+    finally:
+        (repo / "params.yaml").write_text(good)
+    dvc(repo, "repro")  # DVC removed train's outputs before running it
     assert changed_stages(repo) == set()
 
 

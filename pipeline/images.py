@@ -46,8 +46,8 @@ def read_image(path: str | Path) -> Image.Image:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         if "truncated" in reason.lower():
-            raise ImageReadError(f"{path}: truncated or damaged image data ({reason})") from None
-        raise ImageReadError(f"{path}: unreadable image ({reason})") from None
+            raise ImageReadError(f"{path}: truncated or damaged image data: {reason}") from None
+        raise ImageReadError(f"{path}: unreadable image: {reason}") from None
 
 
 def unidentified_reason(path: Path) -> str:

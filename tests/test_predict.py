@@ -183,8 +183,8 @@ def test_bad_files_get_one_line_each_and_the_rest_are_predicted(project, test_pn
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"predict: error: {project / 'missing.png'}: no such file or folder",
-        f"predict: error: {bad / 'cut.png'}: truncated or damaged image data "
-        "(image file is truncated)",
+        f"predict: error: {bad / 'cut.png'}: truncated or damaged image data: "
+        "image file is truncated",
         f"predict: error: {bad / 'empty.png'}: empty file",
         f"predict: error: {bad / 'notes.jpg'}: not an image (Pillow cannot identify its format)",
     ]

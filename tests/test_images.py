@@ -103,7 +103,8 @@ def png_bytes(tmp_path) -> bytes:
     ("notes.png", lambda good: b"shopping list: socks\n", r"not an image \(Pillow cannot"),
     ("cut.png", lambda good: good[: len(good) // 2], "truncated or damaged image data"),
     ("header-only.png", lambda good: good[:40], r"truncated or damaged PNG file"),
-    ("header-only.jpg", lambda good: b"\xff\xd8\xff\xe0" + bytes(10), r"truncated or damaged JPEG file"),
+    ("header-only.jpg", lambda good: b"\xff\xd8\xff\xe0" + bytes(10),
+     r"truncated or damaged JPEG file"),
 ])
 def test_a_bad_file_is_named_with_its_reason(tmp_path, name, content, reason):
     path = tmp_path / name

@@ -20,6 +20,7 @@ from pipeline.cli import log, run_stage
 from pipeline.duplicates import image_groups, stratified_group_split, twins_in
 from pipeline.errors import DataError
 from pipeline.idx import RAW_DIR
+from pipeline.normalization import DATA_CARD_NAME, to_features
 from pipeline.splits import PREPARED_DIR, Split, save_split
 
 
@@ -53,16 +54,11 @@ def duplicate_count(images: np.ndarray) -> int:
 
 
 def normalizer(train_images: np.ndarray, method: str) -> tuple[float, float]:
-    """(offset, scale) such that x = (pixels - offset) / scale."""
+    """(offset, scale) such that x = (pixels - offset) / scale (normalization.normalize)."""
     if method == "scale":
         return 0.0, 255.0
     pixels = train_images.astype(np.float64)
     return float(pixels.mean()), float(pixels.std())
-
-
-def to_features(images: np.ndarray, offset: float, scale: float) -> np.ndarray:
-    flat = images.reshape(len(images), -1).astype(np.float32)
-    return (flat - np.float32(offset)) / np.float32(scale)
 
 
 def prepare_arrays(raw_dir: Path, settings: params.PrepareParams) -> tuple[dict, dict, dict]:
@@ -130,7 +126,7 @@ def prepare(settings: params.PrepareParams, raw_dir: Path = RAW_DIR,
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, (x, y) in splits.items():
         save_split(out_dir / f"{name}.npz", x, y)
-    write_json(out_dir / "data_card.json", card)
+    write_json(out_dir / DATA_CARD_NAME, card)
     return card
 
 

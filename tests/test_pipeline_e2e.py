@@ -30,7 +30,7 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-ALL_STAGES = {"fetch", "prepare", "train", "tune", "evaluate", "visualize"}
+ALL_STAGES = {"fetch", "prepare", "train", "tune", "export", "evaluate", "visualize"}
 PROJECT_FILES = ("pipeline/", "params.yaml", "dvc.yaml", ".dvc/config", ".dvcignore",
                  ".gitignore", "pyproject.toml", "plots_page/")
 
@@ -154,12 +154,13 @@ def test_forced_rerun_gives_identical_metrics_and_models(repo):
 # key changed -> (stages `dvc status` lists, stages `dvc repro` reruns)
 SELECTIVE = [
     ({"data__val_fraction": 0.25}, {"prepare"},
-     {"prepare", "train", "tune", "evaluate", "visualize"}),
+     {"prepare", "train", "tune", "export", "evaluate", "visualize"}),
     ({"model__hidden_units": [24]}, {"train"}, {"train", "evaluate", "visualize"}),
     ({"train__learning_rate": 0.02}, {"train"}, {"train", "evaluate", "visualize"}),
-    ({"train__seed": 11}, {"train", "tune"}, {"train", "tune", "evaluate", "visualize"}),
+    ({"train__seed": 11}, {"train", "tune"},
+     {"train", "tune", "export", "evaluate", "visualize"}),
     ({"tune__method": "random", "tune__max_trials": 1}, {"tune"},
-     {"tune", "evaluate", "visualize"}),
+     {"tune", "export", "evaluate", "visualize"}),
     ({"evaluate__top_k": 3}, {"evaluate"}, {"evaluate", "visualize"}),
     ({"visualize__dpi": 50}, {"visualize"}, {"visualize"}),
 ]
@@ -356,3 +357,64 @@ def test_a_stage_killed_mid_run_leaves_nothing_dvc_accepts(repo):
     git(repo, "checkout", "--", "params.yaml")
     dvc(repo, "repro")
     assert changed_stages(repo) == set()
+
+
+# --- sharing: a DVC remote, a fresh clone, nothing to rerun ---------------------------
+
+
+SHARED = ("data/raw/train-images-idx3-ubyte.gz", "data/prepared/data_card.json",
+          "models/baseline.keras", "models/tuned.keras", "models/tuned_savedmodel/saved_model.pb")
+
+
+@pytest.fixture(scope="module")
+def pushed(repo, tmp_path_factory):
+    """The repo's data and models pushed to a local-folder DVC remote it names in its
+    committed .dvc/config (the test repo's, never the project's)."""
+    base = tmp_path_factory.mktemp("share")
+    dvc(repo, "repro")
+    dvc(repo, "remote", "add", "-d", "shared", str(base / "dvc-remote"))
+    commit(repo, "share data and models through a DVC remote")
+    assert "shared" not in (ROOT / ".dvc" / "config").read_text()
+    dvc(repo, "push")
+    return base
+
+
+def test_a_fresh_clone_pulls_everything_and_has_nothing_to_rerun(repo, pushed):
+    from PIL import Image
+
+    from pipeline import idx
+
+    base = pushed
+    clone = base / "clone"
+    git(base, "clone", "-q", str(repo), str(clone))
+    assert not (clone / "models" / "tuned.keras").exists()
+    dvc(clone, "pull")
+    assert changed_stages(clone) == set()
+    assert stages_run(dvc(clone, "repro")) == set()
+    for path in SHARED:
+        assert (clone / path).read_bytes() == (repo / path).read_bytes(), path
+
+    images, _ = idx.read_split(clone / "data" / "raw", "test")
+    (base / "photos").mkdir()
+    for i, image in enumerate(images[:8]):
+        Image.fromarray(image).save(base / "photos" / f"{i}.png")
+    outputs = {}
+    for model in ("tuned", "tuned-savedmodel"):
+        result = run([sys.executable, "-m", "pipeline.predict", "--json", "--model", model,
+                      str(base / "photos")], clone)
+        outputs[model] = [p["top_k"][0]["class"] for p in json.loads(result.stdout)["predictions"]]
+    assert len(outputs["tuned"]) == 8 and outputs["tuned"] == outputs["tuned-savedmodel"]
+
+
+def test_dvc_artifacts_get_downloads_a_registered_model_version(repo, pushed, tmp_path):
+    """The model registry: GTO tags a version of a dvc.yaml artifact; `dvc artifacts get`
+    fetches it by name from the repo's DVC remote."""
+    for name, version in (("tuned-savedmodel", "v1.0.0"), ("baseline", "v0.1.0")):
+        run([str(BIN / "gto"), "register", name, "--version", version], repo)
+    dvc(tmp_path, "artifacts", "get", str(repo), "tuned-savedmodel", "-o", "served")
+    for name in ("saved_model.pb", "variables/variables.index"):
+        assert (tmp_path / "served" / name).read_bytes() == \
+            (repo / "models" / "tuned_savedmodel" / name).read_bytes()
+    dvc(tmp_path, "artifacts", "get", str(repo), "baseline", "--rev", "v0.1.0")
+    assert (tmp_path / "baseline.keras").read_bytes() == \
+        (repo / "models" / "baseline.keras").read_bytes()

@@ -11,9 +11,9 @@ every stage, whichever keys that stage declares.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 
@@ -210,6 +210,12 @@ def check_units(key: str, value: Any) -> tuple[int, ...]:
 # --- typed params, one class per concern ---------------------------------------------
 
 
+def rule(check: Callable[[str, Any], Any]) -> Any:
+    """A params field and its rule, written once: `check(key, value)` returns the value
+    (converted where needed) or raises ParamsError naming the key."""
+    return field(metadata={"check": check})
+
+
 def _float_in(low, high, low_open=False, high_open=False):
     return lambda key, v: check_float(key, v, low, high, low_open=low_open, high_open=high_open)
 
@@ -222,22 +228,39 @@ def _one_of(choices):
     return lambda key, v: check_choice(key, v, choices)
 
 
+def float_in(low, high, low_open=False, high_open=False) -> Any:
+    return rule(_float_in(low, high, low_open, high_open))
+
+
+def int_in(low=None, high=None) -> Any:
+    return rule(_int_in(low, high))
+
+
+def one_of(choices) -> Any:
+    return rule(_one_of(choices))
+
+
 class _Section:
-    """A frozen dataclass built from one params.yaml section; CHECKS validates each field."""
+    """A frozen dataclass built from one params.yaml section; each field carries its rule."""
 
     SECTION = ""
-    CHECKS: dict = {}
 
     @classmethod
     def field_names(cls) -> list[str]:
-        return list(cls.CHECKS)
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def checks(cls) -> dict[str, Callable[[str, Any], Any]]:
+        """Field name -> its rule (a class still listing CHECKS by hand keeps them)."""
+        by_hand = getattr(cls, "CHECKS", {})
+        return {f.name: f.metadata.get("check") or by_hand[f.name] for f in fields(cls)}
 
     @classmethod
     def from_params(cls, params: StageParams, overrides: Mapping[str, Any] | None = None):
         """Read every field from `params`, or from `overrides` (tune's trial values)."""
         overrides = overrides or {}
         values = {}
-        for name, check in cls.CHECKS.items():
+        for name, check in cls.checks().items():
             key = f"{cls.SECTION}.{name}"
             values[name] = check(key, overrides[name] if name in overrides else params.get(key))
         return cls(**values)._check_together()
@@ -252,9 +275,8 @@ class FetchParams(_Section):
     """Where the raw IDX files come from."""
 
     SECTION = "data"
-    CHECKS = {"source": _one_of(SOURCES), "local_dir": check_str}
-    source: str
-    local_dir: str
+    source: str = one_of(SOURCES)
+    local_dir: str = rule(check_str)
 
     def _check_together(self):
         if self.source == "local" and not self.local_dir:
@@ -267,14 +289,9 @@ class PrepareParams(_Section):
     """How the training set is split and the pixels normalized."""
 
     SECTION = "data"
-    CHECKS = {
-        "val_fraction": _float_in(0.0, 1.0, low_open=True, high_open=True),
-        "seed": _int_in(low=0),
-        "normalize": _one_of(NORMALIZATIONS),
-    }
-    val_fraction: float
-    seed: int
-    normalize: str
+    val_fraction: float = float_in(0.0, 1.0, low_open=True, high_open=True)
+    seed: int = int_in(low=0)
+    normalize: str = one_of(NORMALIZATIONS)
 
 
 @dataclass(frozen=True)
@@ -282,18 +299,11 @@ class ModelParams(_Section):
     """The feedforward network's shape and regularization."""
 
     SECTION = "model"
-    CHECKS = {
-        "hidden_units": check_units,
-        "activation": _one_of(ACTIVATIONS),
-        "dropout": _float_in(0.0, 1.0, high_open=True),
-        "batch_norm": check_bool,
-        "l2": _float_in(0.0, None),
-    }
-    hidden_units: tuple[int, ...]
-    activation: str
-    dropout: float
-    batch_norm: bool
-    l2: float
+    hidden_units: tuple[int, ...] = rule(check_units)
+    activation: str = one_of(ACTIVATIONS)
+    dropout: float = float_in(0.0, 1.0, high_open=True)
+    batch_norm: bool = rule(check_bool)
+    l2: float = float_in(0.0, None)
 
 
 @dataclass(frozen=True)
@@ -301,22 +311,13 @@ class TrainParams(_Section):
     """How the network is optimized."""
 
     SECTION = "train"
-    CHECKS = {
-        "optimizer": _one_of(OPTIMIZERS),
-        "learning_rate": _float_in(0.0, 10.0, low_open=True),
-        "lr_schedule": _one_of(LR_SCHEDULES),
-        "batch_size": _int_in(1, 65536),
-        "epochs": _int_in(1, 10000),
-        "early_stopping_patience": _int_in(low=0),
-        "seed": _int_in(low=0),
-    }
-    optimizer: str
-    learning_rate: float
-    lr_schedule: str
-    batch_size: int
-    epochs: int
-    early_stopping_patience: int
-    seed: int
+    optimizer: str = one_of(OPTIMIZERS)  # pipeline/model.py builds each (a test ties them)
+    learning_rate: float = float_in(0.0, 10.0, low_open=True)
+    lr_schedule: str = one_of(LR_SCHEDULES)
+    batch_size: int = int_in(1, 65536)
+    epochs: int = int_in(1, 10000)
+    early_stopping_patience: int = int_in(low=0)
+    seed: int = int_in(low=0)
 
 
 # Hyperparameters tune may search: each belongs to the model or the train section.
@@ -339,7 +340,7 @@ def check_space(key: str, space: Any) -> dict[str, tuple]:
                               f"(searchable: {', '.join(sorted(SEARCHABLE))})")
         if not isinstance(values, list) or not values:
             raise ParamsError(f"{name_key}: must be a non-empty list of values, got {values!r}")
-        check = SEARCHABLE[name].CHECKS[name]
+        check = SEARCHABLE[name].checks()[name]
         checked[name] = tuple(check(f"{name_key}[{i}]", v) for i, v in enumerate(values))
         if len(set(checked[name])) < len(values):  # a grid would run the same trial twice
             raise ParamsError(f"{name_key}: lists a value more than once: {values!r}")
@@ -381,9 +382,8 @@ class EvaluateParams(_Section):
     """How the test split is scored."""
 
     SECTION = "evaluate"
-    CHECKS = {"batch_size": _int_in(low=1), "top_k": _int_in(1, 9)}
-    batch_size: int
-    top_k: int
+    batch_size: int = int_in(low=1)
+    top_k: int = int_in(1, 9)
 
 
 @dataclass(frozen=True)
@@ -391,11 +391,6 @@ class VisualizeParams(_Section):
     """What the figures show."""
 
     SECTION = "visualize"
-    CHECKS = {
-        "samples_per_class": _int_in(1, 20),
-        "gallery_size": _int_in(1, 100),
-        "dpi": _int_in(30, 600),
-    }
-    samples_per_class: int
-    gallery_size: int
-    dpi: int
+    samples_per_class: int = int_in(1, 20)
+    gallery_size: int = int_in(1, 100)
+    dpi: int = int_in(30, 600)

@@ -68,6 +68,27 @@ def test_per_class_table_equals_classification_report():
     assert table.set_index("class").loc["Ankle boot", "precision"] == 0  # never predicted
 
 
+def test_a_class_absent_from_the_test_set_keeps_its_row_and_its_zero():
+    """No Sandal (5) in the labels nor the predictions: every table still has 10 classes,
+    and macro F1 averages over all 10 (a class the model never meets scores 0)."""
+    y_true, probabilities = known_predictions()
+    present = y_true != 5
+    y_true, probabilities = y_true[present], probabilities[present]
+    probabilities[:, 5] = 0.0
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    result = evaluate.metrics_for(y_true, probabilities, CLASS_NAMES, top_k=2)
+
+    assert list(result.per_class["class"]) == list(CLASS_NAMES)
+    sandal = result.per_class.set_index("class").loc["Sandal"]
+    assert (sandal["support"], sandal["f1"]) == (0, 0)
+    assert result.confusion.shape == (NUM_CLASSES, NUM_CLASSES)
+    assert result.confusion.loc["Sandal"].sum() == 0 == result.confusion["Sandal"].sum()
+    y_pred = probabilities.argmax(axis=1)
+    assert result.summary["macro_f1"] == pytest.approx(metrics.f1_score(
+        y_true, y_pred, labels=range(NUM_CLASSES), average="macro", zero_division=0))
+    assert result.summary["macro_f1"] < metrics.f1_score(y_true, y_pred, average="macro")
+
+
 def test_confusion_counts_sum_to_test_size_with_class_names():
     y_true, probabilities = known_predictions()
     confusion = evaluate.metrics_for(y_true, probabilities, CLASS_NAMES, top_k=2).confusion

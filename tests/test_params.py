@@ -61,6 +61,8 @@ def test_committed_tune_section_is_valid(project):
     ("train", params.TrainParams, "train.learning_rate", "fast", "must be a number, got 'fast'"),
     ("train", params.TrainParams, "train.batch_size", 0, "must be >= 1, got 0"),
     ("train", params.TrainParams, "train.epochs", 2.5, "must be an integer, got 2.5"),
+    ("train", params.TrainParams, "train.epochs", True, "must be an integer, got True"),
+    ("train", params.TrainParams, "train.learning_rate", True, "must be a number, got True"),
     ("train", params.TrainParams, "train.optimizer", "adagrad", "must be one of adam, adamw"),
     ("train", params.TrainParams, "train.lr_schedule", "step", "must be one of constant, cosine"),
     ("train", params.ModelParams, "model.dropout", 1.0, "must be < 1.0, got 1.0"),

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import idx  # noqa: E402
-from pipeline.idx import RAW_DIR  # noqa: E402
+from pipeline.paths import PREDICTIONS_FILE, RAW_DIR, eval_file  # noqa: E402
 
 PHOTO_SIZE = (200, 200)
 VERSIONS = {
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N test images only")
     args = parser.parse_args()
     images, _ = idx.read_split(RAW_DIR, "test")
-    evaluated = pd.read_csv(ROOT / "reports" / "eval" / args.model / "predictions.csv")
+    evaluated = pd.read_csv(ROOT / eval_file(args.model, PREDICTIONS_FILE))
     images, evaluated = images[: args.limit], evaluated[: args.limit]
     print(f"model {args.model}, {len(images)} test images")
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,16 +21,10 @@ from pipeline import CLASS_NAMES, params
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.cli import log, quiet_tensorflow, run_stage
 from pipeline.errors import DataError
+from pipeline.paths import (CONFUSION_FILE, EVAL_DIR, METRICS, MODELS, PER_CLASS_FILE, PLATFORM,
+                            PREDICTIONS_FILE, PREPARED_DIR)
 from pipeline.platform_record import platform_record
 from pipeline.splits import load_split, split_path
-
-MODELS = {"baseline": Path("models/baseline.keras"), "tuned": Path("models/tuned.keras")}
-METRICS_PATH = Path("reports/metrics.json")
-PLATFORM_PATH = Path("reports/platform.json")
-EVAL_DIR = Path("reports/eval")
-PER_CLASS_FILE = "per_class.csv"
-CONFUSION_FILE = "confusion_matrix.csv"
-PREDICTIONS_FILE = "predictions.csv"
 
 
 @dataclass
@@ -105,18 +99,18 @@ def write_eval_dir(folder: Path, results: dict[str, tuple[Evaluation, pd.DataFra
             predictions.to_csv(model_dir / PREDICTIONS_FILE, index=False, float_format="%.6f")
 
 
-def require_inputs() -> None:
+def require_inputs(root: Path) -> None:
     """Fail before TensorFlow loads if an input is missing."""
-    split_path("test")
+    split_path("test", root / PREPARED_DIR)
     for name, stage in (("baseline", "train"), ("tuned", "tune")):
-        if not MODELS[name].is_file():
+        if not (root / MODELS[name]).is_file():
             raise DataError(f"{MODELS[name]}: not found; run the {stage} stage first")
 
 
-def read_test_split() -> tuple[np.ndarray, np.ndarray]:
-    x, y = load_split("test")
+def read_test_split(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    x, y = load_split("test", root / PREPARED_DIR)
     if len(y) == 0:
-        raise DataError(f"{split_path('test')}: the test split is empty")
+        raise DataError(f"{split_path('test', root / PREPARED_DIR)}: the test split is empty")
     return x, y
 
 
@@ -142,22 +136,28 @@ def evaluate_model(path: Path, x: np.ndarray, y: np.ndarray,
             predictions_table(y, probabilities, CLASS_NAMES))
 
 
-def main() -> None:
-    settings = params.EvaluateParams.from_params(params.load("evaluate"))
-    require_inputs()
-    x_test, y_test = read_test_split()
+def evaluate(settings: params.EvaluateParams, root: Path = Path(".")) -> tuple[dict, int]:
+    """Score root's models on its test split; write the reports. The metrics document and
+    the number of test images."""
+    require_inputs(root)
+    x_test, y_test = read_test_split(root)
     quiet_tensorflow()  # TensorFlow loads only after params and inputs passed
-    results = {name: evaluate_model(path, x_test, y_test, settings)
+    results = {name: evaluate_model(root / path, x_test, y_test, settings)
                for name, path in MODELS.items()}
-    write_eval_dir(EVAL_DIR, results)
+    write_eval_dir(root / EVAL_DIR, results)
     document = metrics_document({name: ev.summary for name, (ev, _) in results.items()})
-    write_json(METRICS_PATH, document)
-    write_json(PLATFORM_PATH, platform_record())
+    write_json(root / METRICS, document)
+    write_json(root / PLATFORM, platform_record())
+    return document, len(y_test)
+
+
+def main() -> None:
+    document, images = evaluate(params.EvaluateParams.from_params(params.load("evaluate")))
     base, tuned, gain = (document[k] for k in ("baseline", "tuned", "gain"))
     log(f"evaluate: test accuracy baseline {base['test_accuracy']:.4f}, tuned "
         f"{tuned['test_accuracy']:.4f} ({gain['test_accuracy']:+.4f}); macro F1 "
-        f"{base['macro_f1']:.4f} -> {tuned['macro_f1']:.4f} on {len(y_test)} images; "
-        f"wrote {METRICS_PATH}, {PLATFORM_PATH}, {EVAL_DIR}/")
+        f"{base['macro_f1']:.4f} -> {tuned['macro_f1']:.4f} on {images} images; "
+        f"wrote {METRICS}, {PLATFORM}, {EVAL_DIR}/")
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ from pipeline import IMAGE_SHAPE, NUM_CLASSES, params
 from pipeline.atomic import atomic_dir
 from pipeline.cli import log, quiet_tensorflow, run_stage
 from pipeline.errors import DataError
-from pipeline.normalization import DATA_CARD, Normalization
+from pipeline.normalization import Normalization
+from pipeline.paths import DATA_CARD, MODELS, SAVEDMODEL_DIR
 
-MODEL_PATH = Path("models/tuned.keras")
-EXPORT_DIR = Path("models/tuned_savedmodel")
+MODEL_PATH = MODELS["tuned"]
 PROBE_IMAGES = 64
 
 
@@ -50,8 +50,8 @@ def main() -> None:
     if not MODEL_PATH.is_file():
         raise DataError(f"{MODEL_PATH}: not found; run the tune stage first")
     quiet_tensorflow()  # TensorFlow loads only after the inputs were found
-    export(MODEL_PATH, normalization, EXPORT_DIR)
-    log(f"export: wrote {EXPORT_DIR}/ (signature serving_default: uint8 images "
+    export(MODEL_PATH, normalization, SAVEDMODEL_DIR)
+    log(f"export: wrote {SAVEDMODEL_DIR}/ (signature serving_default: uint8 images "
         f"(None, {IMAGE_SHAPE[0]}, {IMAGE_SHAPE[1]}) -> probabilities (None, {NUM_CLASSES}) and "
         f"class_name; normalization {normalization.method} built in, offset "
         f"{normalization.offset:g}, scale {normalization.scale:g})")

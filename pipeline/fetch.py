@@ -9,7 +9,7 @@ from pipeline import idx, params
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.cli import log, run_stage
 from pipeline.errors import PipelineError
-from pipeline.idx import RAW_DIR
+from pipeline.paths import RAW_DIR, SOURCE_RECORD
 from pipeline.sources import Loader, content_sha256, fetch, md5
 
 # DVC deletes a stage's outputs before running it, so a failed fetch leaves no data/raw/.
@@ -35,7 +35,7 @@ def fetch_raw(settings: params.FetchParams, out_dir: Path = RAW_DIR,
     with atomic_dir(out_dir) as tmp:
         for name, data in fetched.files.items():
             (tmp / name).write_bytes(data)
-        write_json(tmp / "source.json", record)
+        write_json(tmp / SOURCE_RECORD, record)
     return record
 
 

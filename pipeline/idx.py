@@ -21,7 +21,6 @@ UBYTE = 0x08
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
 
-RAW_DIR = Path("data/raw")  # where the fetch stage puts the four files
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",

@@ -15,10 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import DataError
-from pipeline.splits import PREPARED_DIR
-
-DATA_CARD_NAME = "data_card.json"
-DATA_CARD = PREPARED_DIR / DATA_CARD_NAME
+from pipeline.paths import DATA_CARD
 
 
 def normalize(pixels, offset: float, scale: float):

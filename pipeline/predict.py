@@ -27,7 +27,8 @@ from pipeline import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES, registry
 from pipeline.cli import quiet_tensorflow
 from pipeline.errors import PipelineError
 from pipeline.images import ImageReadError, load_fashion_mnist
-from pipeline.normalization import DATA_CARD, Normalization
+from pipeline.normalization import Normalization
+from pipeline.paths import DATA_CARD
 
 DEFAULT_MODEL = "tuned"
 # What a folder is searched for; a file named on the command line is always tried.

@@ -19,9 +19,9 @@ from pipeline.atomic import write_json
 from pipeline.cli import log, run_stage
 from pipeline.duplicates import image_groups, stratified_group_split, twins_in
 from pipeline.errors import DataError
-from pipeline.idx import RAW_DIR
-from pipeline.normalization import DATA_CARD_NAME, to_features
-from pipeline.splits import PREPARED_DIR, Split, save_split
+from pipeline.normalization import to_features
+from pipeline.paths import DATA_CARD_NAME, PREPARED_DIR, RAW_DIR, SOURCE_RECORD
+from pipeline.splits import Split, save_split
 
 
 def split_validation(images: np.ndarray, labels: np.ndarray, val_fraction: float,
@@ -110,7 +110,7 @@ def data_card(splits: dict, normalization: dict, source: dict, duplicates: dict)
 
 
 def read_source_record(raw_dir: Path) -> dict:
-    path = raw_dir / "source.json"
+    path = raw_dir / SOURCE_RECORD
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:

@@ -12,8 +12,8 @@ import numpy as np
 
 from pipeline.atomic import atomic_path
 from pipeline.errors import DataError
+from pipeline.paths import PREPARED_DIR
 
-PREPARED_DIR = Path("data/prepared")
 SPLITS = ("train", "val", "test")
 
 Split = tuple[np.ndarray, np.ndarray]

@@ -7,29 +7,33 @@ from pathlib import Path
 from pipeline import params
 from pipeline.atomic import write_json
 from pipeline.cli import log, quiet_tensorflow, run_stage
+from pipeline.paths import LIVE_DIRS, MODELS, PREPARED_DIR, TRAIN_PLATFORM
 
-MODEL_PATH = Path("models/baseline.keras")
-LIVE_DIR = Path("reports/train")
-PLATFORM_PATH = LIVE_DIR / "platform.json"
+MODEL_PATH, LIVE_DIR = MODELS["baseline"], LIVE_DIRS["baseline"]
 
 
-def main() -> None:
-    stage = params.load("train")
-    model_settings = params.ModelParams.from_params(stage)
-    train_settings = params.TrainParams.from_params(stage)
-    # TensorFlow loads only after the params passed, so a typo fails in a blink.
-    quiet_tensorflow()
+def train(model_settings: params.ModelParams, train_settings: params.TrainParams,
+          root: Path = Path(".")):
+    """Fit on root's prepared data; write the model, the curves and the platform record."""
+    quiet_tensorflow()  # TensorFlow loads only after the params passed
     from pipeline.model import save_model
     from pipeline.platform_record import platform_record
     from pipeline.splits import load_split
     from pipeline.training import fit
 
-    result = fit(model_settings, train_settings, load_split("train"), load_split("val"),
-                 live_dir=LIVE_DIR, label="train")
-    save_model(result.model, MODEL_PATH)
-    write_json(PLATFORM_PATH, platform_record())  # after fit: it replaces LIVE_DIR whole
+    prepared = root / PREPARED_DIR
+    result = fit(model_settings, train_settings, load_split("train", prepared),
+                 load_split("val", prepared), live_dir=root / LIVE_DIR, label="train")
+    save_model(result.model, root / MODEL_PATH)
+    write_json(root / TRAIN_PLATFORM, platform_record())  # after fit: it replaces LIVE_DIR
+    return result
+
+
+def main() -> None:
+    stage = params.load("train")
+    result = train(params.ModelParams.from_params(stage), params.TrainParams.from_params(stage))
     log(f"train: val_accuracy {result.val_accuracy:.4f} after {result.epochs_run} epochs; "
-        f"wrote {MODEL_PATH}, {PLATFORM_PATH}")
+        f"wrote {MODEL_PATH}, {TRAIN_PLATFORM}")
 
 
 if __name__ == "__main__":

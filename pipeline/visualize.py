@@ -17,38 +17,36 @@ from pipeline import CLASS_NAMES, figures, params
 from pipeline.atomic import atomic_dir
 from pipeline.cli import log, run_stage
 from pipeline.errors import DataError
-from pipeline.evaluate import CONFUSION_FILE, EVAL_DIR, METRICS_PATH, PREDICTIONS_FILE
-from pipeline.splits import PREPARED_DIR, SPLITS, load_labels, load_split
-CURVES_DIRS = {"baseline": Path("reports/train/plots/metrics"),
-               "tuned": Path("reports/tune/live/plots/metrics")}
-TRIALS_PATH = Path("reports/tune/trials.csv")
-FIGURES_DIR = Path("reports/figures")
+from pipeline.paths import (CONFUSION_FILE, CURVE_METRICS, CURVE_PARTS, FIGURES_DIR,
+                            LIVE_DIRS, METRICS, PREDICTIONS_FILE, PREPARED_DIR, TRIALS,
+                            curve_file, eval_file)
+from pipeline.splits import SPLITS, load_labels, load_split
+
 SHOWN_MODEL = "tuned"  # the confusion matrix and gallery show the model the pipeline ships
 GALLERY_SEED = 0
-CURVE_FILES = tuple(f"{part}/{metric}.tsv" for part in ("train", "eval")
-                    for metric in ("accuracy", "loss"))
+WRITERS = {"baseline": "train", "tuned": "tune"}  # the stage that writes each model's curves
 
 
 def inputs() -> dict[Path, str]:
     """Every file the stage reads (its dvc.yaml deps), with the stage that writes it."""
     files = {PREPARED_DIR / f"{split}.npz": "prepare" for split in SPLITS}
-    for model, folder in CURVES_DIRS.items():
-        files.update({folder / name: "train" if model == "baseline" else "tune"
-                      for name in CURVE_FILES})
-    files[TRIALS_PATH] = "tune"
+    for model, live_dir in LIVE_DIRS.items():
+        files.update({curve_file(live_dir, part, metric): WRITERS[model]
+                      for part in CURVE_PARTS for metric in CURVE_METRICS})
+    files[TRIALS] = "tune"
     for name in (CONFUSION_FILE, PREDICTIONS_FILE):
-        files[EVAL_DIR / SHOWN_MODEL / name] = "evaluate"
-    files[METRICS_PATH] = "evaluate"
+        files[eval_file(SHOWN_MODEL, name)] = "evaluate"
+    files[METRICS] = "evaluate"
     return files
 
 
 # --- reading inputs (require_inputs has checked they exist) -------------------------
 
 
-def require_inputs() -> None:
+def require_inputs(root: Path) -> None:
     """Fail on the first missing input before drawing anything."""
     for path, stage in inputs().items():
-        if not path.is_file():
+        if not (root / path).is_file():
             raise DataError(f"{path}: not found; run the {stage} stage first")
 
 
@@ -58,23 +56,19 @@ def _read_tsv_metric(path: Path, metric: str) -> pd.Series:
     return frame.set_index("step")[column]
 
 
-def read_curves(folder: Path) -> pd.DataFrame:
+def read_curves(live_dir: Path) -> pd.DataFrame:
     """DVCLive's per-epoch TSVs as one frame: epoch (from 1), train_/val_ accuracy, loss."""
-    columns = {f"{prefix}_{metric}": _read_tsv_metric(folder / part / f"{metric}.tsv", metric)
-               for prefix, part in (("train", "train"), ("val", "eval"))
-               for metric in ("accuracy", "loss")}
+    columns = {f"{prefix}_{metric}": _read_tsv_metric(curve_file(live_dir, part, metric), metric)
+               for prefix, part in zip(("train", "val"), CURVE_PARTS)
+               for metric in CURVE_METRICS}
     frame = pd.concat(columns, axis=1, join="inner").sort_index()
     return frame.rename_axis("step").reset_index().assign(epoch=lambda f: f["step"] + 1)
 
 
-def read_eval(model: str, file_name: str, **read_options) -> pd.DataFrame:
-    return pd.read_csv(EVAL_DIR / model / file_name, **read_options)
-
-
-def read_test_accuracy() -> dict[str, float]:
-    document = json.loads(METRICS_PATH.read_text())
+def read_test_accuracy(root: Path) -> dict[str, float]:
+    document = json.loads((root / METRICS).read_text())
     return {model: float(document[model]["test_accuracy"])
-            for model in CURVES_DIRS if model in document}
+            for model in LIVE_DIRS if model in document}
 
 
 # --- choosing what to show ----------------------------------------------------------
@@ -101,35 +95,35 @@ def gallery_indices(correct: np.ndarray, gallery_size: int,
 # --- one builder per figure ---------------------------------------------------------
 
 
-def class_distribution_figure(settings: params.VisualizeParams):
-    labels = {split: load_labels(split) for split in SPLITS}
+def class_distribution_figure(settings: params.VisualizeParams, root: Path):
+    labels = {split: load_labels(split, root / PREPARED_DIR) for split in SPLITS}
     return figures.class_distribution(labels, CLASS_NAMES)
 
 
-def sample_images_figure(settings: params.VisualizeParams):
-    images, labels = load_split("train")
+def sample_images_figure(settings: params.VisualizeParams, root: Path):
+    images, labels = load_split("train", root / PREPARED_DIR)
     return figures.sample_images(images, labels, CLASS_NAMES, settings.samples_per_class)
 
 
-def training_curves_figure(settings: params.VisualizeParams):
-    curves = {model: read_curves(folder) for model, folder in CURVES_DIRS.items()}
-    return figures.training_curves(curves, read_test_accuracy())
+def training_curves_figure(settings: params.VisualizeParams, root: Path):
+    curves = {model: read_curves(root / live_dir) for model, live_dir in LIVE_DIRS.items()}
+    return figures.training_curves(curves, read_test_accuracy(root))
 
 
-def confusion_matrix_figure(settings: params.VisualizeParams):
-    confusion = read_eval(SHOWN_MODEL, CONFUSION_FILE, index_col=0)
-    accuracy = read_test_accuracy().get(SHOWN_MODEL)
+def confusion_matrix_figure(settings: params.VisualizeParams, root: Path):
+    confusion = pd.read_csv(root / eval_file(SHOWN_MODEL, CONFUSION_FILE), index_col=0)
+    accuracy = read_test_accuracy(root).get(SHOWN_MODEL)
     detail = f"; test accuracy {accuracy:.4f}" if accuracy is not None else ""
     return figures.confusion_heatmap(
         confusion, f"Confusion matrix of the {SHOWN_MODEL} model on the test split\n"
                    f"(rows normalized by true class{detail})")
 
 
-def predictions_gallery_figure(settings: params.VisualizeParams):
-    images, _ = load_split("test")
-    predictions = read_eval(SHOWN_MODEL, PREDICTIONS_FILE)
+def predictions_gallery_figure(settings: params.VisualizeParams, root: Path):
+    images, _ = load_split("test", root / PREPARED_DIR)
+    predictions = pd.read_csv(root / eval_file(SHOWN_MODEL, PREDICTIONS_FILE))
     if len(predictions) != len(images):
-        raise DataError(f"{EVAL_DIR / SHOWN_MODEL / PREDICTIONS_FILE}: {len(predictions)} rows "
+        raise DataError(f"{eval_file(SHOWN_MODEL, PREDICTIONS_FILE)}: {len(predictions)} rows "
                         f"but the test split has {len(images)}; rerun the evaluate stage")
     correct = predictions["correct"].astype(bool).to_numpy()
     chosen = gallery_indices(correct, settings.gallery_size)
@@ -140,10 +134,10 @@ def predictions_gallery_figure(settings: params.VisualizeParams):
                                f"{len(shown) - wrong} right, {wrong} wrong (in red)")
 
 
-def tuning_results_figure(settings: params.VisualizeParams):
-    trials = pd.read_csv(TRIALS_PATH)
+def tuning_results_figure(settings: params.VisualizeParams, root: Path):
+    trials = pd.read_csv(root / TRIALS)
     if "val_accuracy" not in trials.columns:
-        raise DataError(f"{TRIALS_PATH}: no val_accuracy column (has {', '.join(trials.columns)})")
+        raise DataError(f"{TRIALS}: no val_accuracy column (has {', '.join(trials.columns)})")
     return figures.tuning_results(trials, list(params.SEARCHABLE))
 
 
@@ -160,16 +154,16 @@ FIGURES = {
 # --- the stage ----------------------------------------------------------------------
 
 
-def draw_all(settings: params.VisualizeParams, folder: Path) -> None:
-    for name, build in FIGURES.items():
-        figures.save(build(settings), folder / name, settings.dpi)
+def draw_all(settings: params.VisualizeParams, root: Path = Path(".")) -> None:
+    """Every figure from root's inputs into root's figures folder, all or none."""
+    require_inputs(root)
+    with atomic_dir(root / FIGURES_DIR) as tmp:
+        for name, build in FIGURES.items():
+            figures.save(build(settings, root), tmp / name, settings.dpi)
 
 
 def main() -> None:
-    settings = params.VisualizeParams.from_params(params.load("visualize"))
-    require_inputs()
-    with atomic_dir(FIGURES_DIR) as tmp:
-        draw_all(settings, tmp)
+    draw_all(params.VisualizeParams.from_params(params.load("visualize")))
     log(f"visualize: wrote {len(FIGURES)} figures to {FIGURES_DIR}/ ({', '.join(FIGURES)})")
 
 

@@ -1,10 +1,16 @@
 import os
+import shutil
+from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tests.synthetic import make_splits, write_idx_dataset  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DELETE = object()  # set_params(root, {"train.epochs": DELETE}) removes the key
 
 
 @pytest.fixture
@@ -17,3 +23,26 @@ def idx_dir(tmp_path):
 def splits():
     """Small prepared train/val/test splits (400/100/100 samples)."""
     return make_splits()
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A throwaway project root: the repository's params.yaml and dvc.yaml, nothing else."""
+    root = tmp_path / "project"
+    root.mkdir()
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy(ROOT / name, root / name)
+    return root
+
+
+def set_params(root: Path, changes: dict) -> None:
+    """Set (or, with DELETE, remove) dotted keys of root's params.yaml: {"train.epochs": 2}."""
+    path = Path(root) / "params.yaml"
+    data = yaml.safe_load(path.read_text())
+    for dotted, value in changes.items():
+        section, key = dotted.split(".", 1)
+        if value is DELETE:
+            del data[section][key]
+        else:
+            data.setdefault(section, {})[key] = value
+    path.write_text(yaml.safe_dump(data, sort_keys=False))

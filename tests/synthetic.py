@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import NUM_CLASSES, idx
+from pipeline.splits import save_split
 
 
 def make_images(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,9 +68,8 @@ def make_splits(n_train_per_class: int = 40, n_val_per_class: int = 10,
     return splits
 
 
-def write_prepared(folder: Path, **sizes) -> Path:
-    """data/prepared-style .npz files in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, (x, y) in make_splits(**sizes).items():
-        np.savez(folder / f"{name}.npz", x=x, y=y)
-    return folder
+def write_prepared(folder: Path, splits: dict | None = None, **sizes) -> Path:
+    """data/prepared-style .npz files in `folder`: `splits`, or make_splits(**sizes)."""
+    for name, (x, y) in (splits or make_splits(**sizes)).items():
+        save_split(Path(folder) / f"{name}.npz", x, y)
+    return Path(folder)

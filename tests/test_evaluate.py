@@ -1,19 +1,17 @@
 """evaluate: metrics equal scikit-learn's, reports use class names, the stage end to end."""
 
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn import metrics
 
-from pipeline import CLASS_NAMES, NUM_CLASSES
-from pipeline import evaluate
+from pipeline import CLASS_NAMES, NUM_CLASSES, evaluate, params, paths
 from pipeline.errors import DataError, ParamsError
-
-REPO = Path(__file__).resolve().parents[1]
+from pipeline.params import EvaluateParams
+from tests.conftest import set_params
+from tests.synthetic import write_prepared
 
 
 def known_predictions():
@@ -131,67 +129,67 @@ def tiny_model(seed: int):
                                    batch_norm=False, l2=0.0))
 
 
+SETTINGS = EvaluateParams(batch_size=64, top_k=2)
+
+
 @pytest.fixture
-def workspace(tmp_path, monkeypatch, splits):
-    """A project folder with params, the test split and two tiny saved models."""
+def workspace(project, splits):
+    """A project with the test split and two tiny saved models."""
     from pipeline.model import save_model
 
-    for name in ("params.yaml", "dvc.yaml"):
-        shutil.copy(REPO / name, tmp_path / name)
-    (tmp_path / "data/prepared").mkdir(parents=True)
-    x, y = splits["test"]
-    np.savez(tmp_path / "data/prepared/test.npz", x=x, y=y)
-    for seed, path in enumerate(evaluate.MODELS.values()):
-        save_model(tiny_model(seed), tmp_path / path)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+    write_prepared(project / paths.PREPARED_DIR, {"test": splits["test"]})
+    for seed, path in enumerate(paths.MODELS.values()):
+        save_model(tiny_model(seed), project / path)
+    return project
 
 
 def test_stage_writes_metrics_and_reports(workspace, splits):
-    evaluate.main()
+    evaluate.evaluate(SETTINGS, workspace)
 
     x, y = splits["test"]
-    document = json.loads(Path("reports/metrics.json").read_text())
+    document = json.loads((workspace / paths.METRICS).read_text())
     assert set(document) == {"baseline", "tuned", "gain"}
     import keras
 
     for model in ("baseline", "tuned"):
-        probabilities = keras.models.load_model(evaluate.MODELS[model]).predict(x, verbose=0)
+        saved = keras.models.load_model(workspace / paths.MODELS[model])
+        probabilities = saved.predict(x, verbose=0)
         assert document[model]["test_accuracy"] == pytest.approx(
             metrics.accuracy_score(y, probabilities.argmax(axis=1)))
-        folder = Path("reports/eval") / model
-        confusion = pd.read_csv(folder / evaluate.CONFUSION_FILE, index_col=0)
+        confusion = pd.read_csv(workspace / paths.eval_file(model, paths.CONFUSION_FILE),
+                                index_col=0)
         assert confusion.to_numpy().sum() == len(y)
         assert list(confusion.columns) == list(CLASS_NAMES)
-        predictions = pd.read_csv(folder / evaluate.PREDICTIONS_FILE)
+        predictions = pd.read_csv(workspace / paths.eval_file(model, paths.PREDICTIONS_FILE))
         assert len(predictions) == len(y)
         assert set(predictions["actual"]) <= set(CLASS_NAMES)
-        assert len(pd.read_csv(folder / evaluate.PER_CLASS_FILE)) == NUM_CLASSES
+        per_class = pd.read_csv(workspace / paths.eval_file(model, paths.PER_CLASS_FILE))
+        assert len(per_class) == NUM_CLASSES
     assert document["gain"]["macro_f1"] == pytest.approx(
         document["tuned"]["macro_f1"] - document["baseline"]["macro_f1"])
     import tensorflow
 
-    record = json.loads(evaluate.PLATFORM_PATH.read_text())  # beside metrics.json
-    assert evaluate.PLATFORM_PATH.parent == evaluate.METRICS_PATH.parent
+    record = json.loads((workspace / paths.PLATFORM).read_text())  # beside metrics.json
+    assert paths.PLATFORM.parent == paths.METRICS.parent
     assert record["tensorflow"] == tensorflow.__version__ and record["cpu"]
 
 
 def test_missing_model_stops_with_its_name_and_writes_nothing(workspace):
-    Path("models/tuned.keras").unlink()
+    (workspace / "models/tuned.keras").unlink()
     with pytest.raises(DataError, match="models/tuned.keras.*tune stage"):
-        evaluate.main()
-    assert not Path("reports").exists()
+        evaluate.evaluate(SETTINGS, workspace)
+    assert not (workspace / "reports").exists()
 
 
 def test_damaged_model_stops_with_one_message(workspace):
-    Path("models/baseline.keras").write_bytes(b"not a zip archive")
+    (workspace / "models/baseline.keras").write_bytes(b"not a zip archive")
     with pytest.raises(DataError, match="models/baseline.keras: not a loadable Keras model"):
-        evaluate.main()
-    assert not Path("reports/metrics.json").exists()
+        evaluate.evaluate(SETTINGS, workspace)
+    assert not (workspace / paths.METRICS).exists()
 
 
-def test_invalid_top_k_is_refused(workspace):
-    text = Path("params.yaml").read_text().replace("top_k: 2", "top_k: 0")
-    Path("params.yaml").write_text(text)
-    with pytest.raises(ParamsError, match="evaluate.top_k"):
-        evaluate.main()
+def test_invalid_top_k_is_refused(project):
+    set_params(project, {"evaluate.top_k": 0})
+    with pytest.raises(ParamsError, match="^evaluate.top_k: must be >= 1, got 0$"):
+        EvaluateParams.from_params(params.load("evaluate", project / "params.yaml",
+                                               project / "dvc.yaml"))

@@ -1,7 +1,6 @@
 """params.yaml validation: every bad value is refused with a message naming its key."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,31 +10,21 @@ import yaml
 
 from pipeline import params
 from pipeline.errors import ParamsError
+from tests.conftest import DELETE, set_params
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("fetch", "prepare", "train", "tune", "evaluate", "visualize")
 
 
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A folder with the repository's params.yaml and dvc.yaml, as the cwd."""
-    for name in ("params.yaml", "dvc.yaml"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+@pytest.fixture(autouse=True)
+def in_project(project, monkeypatch):
+    """Stages read params.yaml and dvc.yaml from the folder they run in."""
+    monkeypatch.chdir(project)
 
 
 def set_param(key, value):
-    data = yaml.safe_load(Path("params.yaml").read_text())
-    section, name = key.split(".")
-    if value is DELETE:
-        del data[section][name]
-    else:
-        data[section][name] = value
-    Path("params.yaml").write_text(yaml.safe_dump(data))
+    set_params(Path.cwd(), {key: value})
 
-
-DELETE = object()
 
 SECTION_CLASSES = {
     "fetch": [params.FetchParams], "prepare": [params.PrepareParams],
@@ -150,9 +139,7 @@ def test_an_unknown_key_without_a_close_match_lists_the_sections_keys(project):
 
 
 def test_an_unknown_section_is_refused(project):
-    data = yaml.safe_load(Path("params.yaml").read_text())
-    data["trian"] = {"epochs": 3}
-    Path("params.yaml").write_text(yaml.safe_dump(data))
+    set_param("trian.epochs", 3)
     with pytest.raises(ParamsError, match=r"^trian: unknown section; did you mean train\?$"):
         params.load("visualize")
 

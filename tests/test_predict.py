@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from pipeline import CLASS_NAMES, idx
-from pipeline.normalization import DATA_CARD
+from pipeline.paths import DATA_CARD
 from pipeline.params import ModelParams, PrepareParams, TrainParams
 from tests.synthetic import make_garment_images, write_idx_dataset
 

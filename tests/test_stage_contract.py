@@ -8,6 +8,7 @@ These tests read the stage modules' source (no execution) and fail loudly on tha
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -18,14 +19,16 @@ from pipeline import params
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 STAGES = sorted(DVC["stages"])
-PARAM_CLASSES = {cls.__name__: cls for cls in params._Section.__subclasses__()}
+PARAM_CLASSES = {name: cls for name, cls in vars(params).items() if isinstance(cls, type)
+                 and dataclasses.is_dataclass(cls) and hasattr(cls, "SECTION")}
 
 # Code that cannot change what a stage produces: error types, logging, atomic renames,
-# the dataset's fixed constants, and params validation (it accepts or refuses a value,
-# never alters one it accepts). Listing it as deps would rerun everything, fetch
-# included, on every edit of a message.
+# the dataset's fixed constants, params validation (it accepts or refuses a value,
+# never alters one it accepts) and the artifact paths (dvc.yaml names the same paths, so
+# moving one changes dvc.yaml too: tests/test_paths.py). Listing it as deps would rerun
+# everything, fetch included, on every edit of a message.
 PLUMBING = {"pipeline/__init__.py", "pipeline/cli.py", "pipeline/atomic.py",
-            "pipeline/errors.py", "pipeline/params.py"}
+            "pipeline/errors.py", "pipeline/params.py", "pipeline/paths.py"}
 
 
 def module_path(name: str) -> Path:
@@ -133,6 +136,17 @@ def test_stage_declares_no_param_it_does_not_read(stage):
 def test_tune_does_not_declare_what_it_searches():
     searched = {f"{params.SEARCHABLE[name].SECTION}.{name}" for name in searched_by_tune()}
     assert not searched & declared("tune"), "a searched key would rerun tune needlessly"
+
+
+STAGE_MODULES = {stage_module(stage) for stage in STAGES}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_no_stage_imports_another_stage(stage):
+    """A stage that imported another would rerun on the other's every edit, and tie two
+    entry points' code together; what they share lives in a small common module."""
+    others = imported_closure(stage_module(stage)) & STAGE_MODULES - {stage_module(stage)}
+    assert not others, f"{stage} imports the stage module(s) {sorted(others)}"
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,27 +10,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import CLASS_NAMES, NUM_CLASSES, figures, params, visualize
-from pipeline import evaluate
+from pipeline import CLASS_NAMES, NUM_CLASSES, evaluate, figures, params, paths, visualize
 from pipeline.errors import DataError
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT as REPO
+from tests.conftest import set_params
+from tests.synthetic import write_prepared
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGURES = {"class_distribution.png", "sample_images.png", "training_curves.png",
            "confusion_matrix.png", "predictions_gallery.png", "tuning_results.png"}
 
 
-def write_curves(folder: Path, epochs: int, seed: int) -> None:
-    """DVCLive's layout: plots/metrics/{train,eval}/{accuracy,loss}.tsv."""
+def write_curves(live_dir: Path, epochs: int, seed: int) -> None:
+    """DVCLive's layout, one TSV per part and metric (paths.curve_file)."""
     rng = np.random.default_rng(seed)
     steps = np.arange(epochs)
-    for part in ("train", "eval"):
-        (folder / part).mkdir(parents=True, exist_ok=True)
+    for part in paths.CURVE_PARTS:
         accuracy = 0.6 + 0.3 * (1 - np.exp(-steps / 3)) + rng.normal(0, 0.01, epochs)
-        pd.DataFrame({"step": steps, "accuracy": accuracy}).to_csv(
-            folder / part / "accuracy.tsv", sep="\t", index=False)
-        pd.DataFrame({"step": steps, "loss": 1.2 - accuracy}).to_csv(
-            folder / part / "loss.tsv", sep="\t", index=False)
+        for metric, values in (("accuracy", accuracy), ("loss", 1.2 - accuracy)):
+            path = paths.curve_file(live_dir, part, metric)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame({"step": steps, metric: values}).to_csv(path, sep="\t", index=False)
 
 
 def write_trials(path: Path) -> None:
@@ -51,7 +49,7 @@ def write_evaluation(root: Path, y_test: np.ndarray) -> None:
     """reports/eval and metrics.json as evaluate writes them, from random probabilities."""
     rng = np.random.default_rng(3)
     results, summaries = {}, {}
-    for model in evaluate.MODELS:
+    for model in paths.MODELS:
         probabilities = rng.dirichlet(np.ones(NUM_CLASSES), size=len(y_test))
         confident = np.arange(0, len(y_test), 3)  # every third image: confidently right
         probabilities[confident, y_test[confident]] += 3.0
@@ -60,36 +58,29 @@ def write_evaluation(root: Path, y_test: np.ndarray) -> None:
         results[model] = (evaluation, evaluate.predictions_table(y_test, probabilities,
                                                                   CLASS_NAMES))
         summaries[model] = evaluation.summary
-    evaluate.write_eval_dir(root / evaluate.EVAL_DIR, results)
-    (root / evaluate.METRICS_PATH).write_text(json.dumps(evaluate.metrics_document(summaries)))
+    evaluate.write_eval_dir(root / paths.EVAL_DIR, results)
+    (root / paths.METRICS).write_text(json.dumps(evaluate.metrics_document(summaries)))
 
 
 def make_workspace(root: Path, splits: dict, **visualize_params) -> Path:
-    """Every file the visualize stage reads, small, plus params.yaml and dvc.yaml."""
-    root.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    text = (REPO / "params.yaml").read_text()
-    for key, value in visualize_params.items():
-        lines = [f"  {key}: {value}" if line.startswith(f"  {key}:") else line
-                 for line in text.splitlines()]
-        text = "\n".join(lines) + "\n"
-    (root / "params.yaml").write_text(text)
-    prepared = root / visualize.PREPARED_DIR
-    prepared.mkdir(parents=True)
-    for name, (x, y) in splits.items():
-        np.savez(prepared / f"{name}.npz", x=x, y=y)
-    for seed, folder in enumerate(visualize.CURVES_DIRS.values()):
-        write_curves(root / folder, epochs=5 + seed, seed=seed)
-    write_trials(root / visualize.TRIALS_PATH)
+    """Every file the visualize stage reads, small, in a project root."""
+    set_params(root, {f"visualize.{key}": value for key, value in visualize_params.items()})
+    write_prepared(root / paths.PREPARED_DIR, splits)
+    for seed, live_dir in enumerate(paths.LIVE_DIRS.values()):
+        write_curves(root / live_dir, epochs=5 + seed, seed=seed)
+    write_trials(root / paths.TRIALS)
     write_evaluation(root, splits["test"][1])
     return root
 
 
 @pytest.fixture
-def workspace(tmp_path, splits, monkeypatch):
-    root = make_workspace(tmp_path / "project", splits)
-    monkeypatch.chdir(root)
-    return root
+def workspace(project, splits):
+    return make_workspace(project, splits)
+
+
+def settings_of(root: Path) -> params.VisualizeParams:
+    return params.VisualizeParams.from_params(params.load("visualize", root / "params.yaml",
+                                                          root / "dvc.yaml"))
 
 
 def assert_valid_pngs(folder: Path) -> None:
@@ -110,10 +101,10 @@ def test_runs_headless_without_tensorflow(workspace):
     result = subprocess.run([sys.executable, "-c", code], cwd=workspace, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert_valid_pngs(workspace / visualize.FIGURES_DIR)
+    assert_valid_pngs(workspace / paths.FIGURES_DIR)
 
 
-def test_small_data_is_drawn_gracefully(tmp_path, monkeypatch):
+def test_small_data_is_drawn_gracefully(project, monkeypatch):
     """A class with 2 training images (fewer than samples_per_class) and a test split
     smaller than the gallery."""
     rng = np.random.default_rng(0)
@@ -125,18 +116,17 @@ def test_small_data_is_drawn_gracefully(tmp_path, monkeypatch):
     train_labels = np.concatenate([np.repeat(np.arange(NUM_CLASSES - 1), 5), [9, 9]])
     tiny = {"train": split(train_labels), "val": split(np.arange(NUM_CLASSES)),
             "test": split(np.arange(7))}
-    root = make_workspace(tmp_path / "project", tiny, samples_per_class=20, gallery_size=100)
-    monkeypatch.chdir(root)
+    root = make_workspace(project, tiny, samples_per_class=20, gallery_size=100)
     monkeypatch.delenv("DISPLAY", raising=False)
-    visualize.main()
-    assert_valid_pngs(root / visualize.FIGURES_DIR)
+    visualize.draw_all(settings_of(root), root)
+    assert_valid_pngs(root / paths.FIGURES_DIR)
 
 
 def test_missing_input_names_the_file_and_keeps_no_figures(workspace):
-    (workspace / visualize.TRIALS_PATH).unlink()
-    with pytest.raises(DataError, match="trials.csv.*tune stage"):
-        visualize.main()
-    assert not (workspace / visualize.FIGURES_DIR).exists()
+    (workspace / paths.TRIALS).unlink()
+    with pytest.raises(DataError, match="^reports/tune/trials.csv: not found; run the tune stage"):
+        visualize.draw_all(settings_of(workspace), workspace)
+    assert not (workspace / paths.FIGURES_DIR).exists()
     assert not list((workspace / "reports").glob(".figures*"))  # no temp folder left
 
 

@@ -86,7 +86,7 @@ def run_plain(model_settings, train_settings, train, val, timer) -> float:
     (its own Adam, one batch per call into TensorFlow)."""
     import keras
     from pipeline.model import build_model, learning_rate
-    from pipeline.training import seed_everything
+    from pipeline.fitting import seed_everything
 
     seed_everything(train_settings.seed)
     steps = -(-len(train[0]) // train_settings.batch_size)
@@ -99,11 +99,11 @@ def run_plain(model_settings, train_settings, train, val, timer) -> float:
 
 
 def run_project(model_settings, train_settings, train, val, timer, **stage) -> float:
-    """pipeline.training.fit, exactly as the tune stage calls it."""
-    from pipeline import training
+    """pipeline.fitting.fit, exactly as the tune stage calls it."""
+    from pipeline import fitting
 
     stage = {"verbose": False, **stage}
-    result = training.fit(model_settings, train_settings, train, val,
+    result = fitting.fit(model_settings, train_settings, train, val,
                           callbacks=[timer.callback], **stage)
     return result.val_accuracy
 

@@ -19,7 +19,7 @@ from sklearn import metrics
 
 from pipeline import CLASS_NAMES, params
 from pipeline.atomic import atomic_dir, write_json
-from pipeline.cli import log, quiet_tensorflow, run_stage
+from pipeline.stage_runner import log, quiet_tensorflow, run_stage
 from pipeline.errors import DataError
 from pipeline.paths import (CONFUSION_FILE, EVAL_DIR, METRICS, MODELS, PER_CLASS_FILE, PLATFORM,
                             PREDICTIONS_FILE, PREPARED_DIR)

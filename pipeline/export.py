@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline import IMAGE_SHAPE, NUM_CLASSES, params
 from pipeline.atomic import atomic_dir
-from pipeline.cli import log, quiet_tensorflow, run_stage
+from pipeline.stage_runner import log, quiet_tensorflow, run_stage
 from pipeline.errors import DataError
 from pipeline.normalization import Normalization
 from pipeline.paths import DATA_CARD, MODELS, SAVEDMODEL_DIR

@@ -7,10 +7,10 @@ from typing import Mapping
 
 from pipeline import idx, params
 from pipeline.atomic import atomic_dir, write_json
-from pipeline.cli import log, run_stage
+from pipeline.stage_runner import log, run_stage
 from pipeline.errors import PipelineError
 from pipeline.paths import RAW_DIR, SOURCE_RECORD
-from pipeline.sources import Loader, content_sha256, fetch, md5
+from pipeline.sources import Loader, content_sha256, from_source, md5
 
 # DVC deletes a stage's outputs before running it, so a failed fetch leaves no data/raw/.
 RECOVERY_HINT = f"to get the last good data back: dvc checkout {RAW_DIR.as_posix()}"
@@ -19,7 +19,7 @@ RECOVERY_HINT = f"to get the last good data back: dvc checkout {RAW_DIR.as_posix
 def fetch_raw(settings: params.FetchParams, out_dir: Path = RAW_DIR,
               loaders: Mapping[str, Loader] | None = None) -> dict:
     """Fetch, verify and write atomically: a failure leaves out_dir as it was."""
-    fetched, skipped = fetch(settings.source, settings.local_dir, loaders)
+    fetched, skipped = from_source(settings.source, settings.local_dir, loaders)
     idx.validate_files(fetched.files)
     record = {
         "source": fetched.source,

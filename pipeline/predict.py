@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from pipeline import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES, registry
-from pipeline.cli import quiet_tensorflow
+from pipeline.stage_runner import quiet_tensorflow
 from pipeline.errors import PipelineError
 from pipeline.images import ImageReadError, load_fashion_mnist
 from pipeline.normalization import Normalization

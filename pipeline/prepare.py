@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline import CLASS_NAMES, NUM_CLASSES, idx, params
 from pipeline.atomic import write_json
-from pipeline.cli import log, run_stage
+from pipeline.stage_runner import log, run_stage
 from pipeline.duplicates import image_groups, stratified_group_split, twins_in
 from pipeline.errors import DataError
 from pipeline.normalization import to_features

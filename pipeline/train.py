@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pipeline import params
 from pipeline.atomic import write_json
-from pipeline.cli import log, quiet_tensorflow, run_stage
+from pipeline.stage_runner import log, quiet_tensorflow, run_stage
 from pipeline.paths import LIVE_DIRS, MODELS, PREPARED_DIR, TRAIN_PLATFORM
 
 MODEL_PATH, LIVE_DIR = MODELS["baseline"], LIVE_DIRS["baseline"]
@@ -19,7 +19,7 @@ def train(model_settings: params.ModelParams, train_settings: params.TrainParams
     from pipeline.model import save_model
     from pipeline.platform_record import platform_record
     from pipeline.splits import load_split
-    from pipeline.training import fit
+    from pipeline.fitting import fit
 
     prepared = root / PREPARED_DIR
     result = fit(model_settings, train_settings, load_split("train", prepared),

@@ -21,7 +21,7 @@ from sklearn.model_selection import train_test_split
 
 from pipeline import NUM_CLASSES, params, search
 from pipeline.atomic import atomic_dir, write_json, write_text
-from pipeline.cli import format_seconds, log, quiet_tensorflow, run_stage
+from pipeline.stage_runner import format_seconds, log, quiet_tensorflow, run_stage
 
 MODEL_PATH = Path("models/tuned.keras")
 REPORT_DIR = Path("reports/tune")
@@ -62,7 +62,7 @@ class TrialRunner:
         self.runs = 0
 
     def __call__(self, candidate: search.Candidate, samples: int) -> search.Outcome:
-        from pipeline.training import fit
+        from pipeline.fitting import fit
 
         model_settings, train_settings = trial_settings(self.stage, candidate)
         if samples not in self.subsets:

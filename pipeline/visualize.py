@@ -15,7 +15,7 @@ import pandas as pd
 
 from pipeline import CLASS_NAMES, figures, params
 from pipeline.atomic import atomic_dir
-from pipeline.cli import log, run_stage
+from pipeline.stage_runner import log, run_stage
 from pipeline.errors import DataError
 from pipeline.paths import (CONFUSION_FILE, CURVE_METRICS, CURVE_PARTS, FIGURES_DIR,
                             LIVE_DIRS, METRICS, PREDICTIONS_FILE, PREPARED_DIR, TRIALS,

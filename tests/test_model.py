@@ -10,7 +10,7 @@ from pipeline.model import (OPTIMIZERS, build_model, compile_model, renumber_sha
                             save_model)
 from pipeline import params
 from pipeline.params import ModelParams, TrainParams
-from pipeline.training import fit, make_dataset, seed_everything
+from pipeline.fitting import fit, make_dataset, seed_everything
 
 
 def model_params(**overrides):

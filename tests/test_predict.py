@@ -32,7 +32,7 @@ def project(tmp_path_factory):
     from pipeline.model import save_model
     from pipeline.prepare import prepare
     from pipeline.splits import load_split
-    from pipeline.training import fit
+    from pipeline.fitting import fit
 
     folder = tmp_path_factory.mktemp("project")
     raw = write_idx_dataset(folder / "data" / "raw", 40, TEST_PER_CLASS, make=make_garment_images)

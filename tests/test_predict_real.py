@@ -30,7 +30,7 @@ def project(tmp_path_factory):
     from pipeline.model import save_model
     from pipeline.prepare import prepare
     from pipeline.splits import load_split
-    from pipeline.training import fit
+    from pipeline.fitting import fit
 
     folder = tmp_path_factory.mktemp("real")
     raw, prepared = folder / "data" / "raw", folder / "data" / "prepared"

@@ -27,7 +27,7 @@ PARAM_CLASSES = {name: cls for name, cls in vars(params).items() if isinstance(c
 # never alters one it accepts) and the artifact paths (dvc.yaml names the same paths, so
 # moving one changes dvc.yaml too: tests/test_paths.py). Listing it as deps would rerun
 # everything, fetch included, on every edit of a message.
-PLUMBING = {"pipeline/__init__.py", "pipeline/cli.py", "pipeline/atomic.py",
+PLUMBING = {"pipeline/__init__.py", "pipeline/stage_runner.py", "pipeline/atomic.py",
             "pipeline/errors.py", "pipeline/params.py", "pipeline/paths.py"}
 
 

@@ -235,7 +235,7 @@ def test_tuned_model_is_the_best_configuration_on_the_full_split(grid_run, split
 def test_reusing_the_trial_model_equals_retraining(grid_run, splits, monkeypatch):
     """The stage keeps the winning trial's model instead of retraining: that is only
     right if a fresh run of the same configuration gives the same numbers."""
-    from pipeline.training import fit
+    from pipeline.fitting import fit
 
     monkeypatch.chdir(grid_run)
     stage = params.load("tune")
@@ -265,18 +265,18 @@ def test_stage_halving_records_growing_budgets(tmp_path, splits, monkeypatch):
 def test_bad_space_stops_before_any_training(tmp_path, splits, monkeypatch):
     folder = make_project(tmp_path, splits, space={**TINY_SPACE, "dropout": [0.2, 1.5]})
     monkeypatch.chdir(folder)
-    monkeypatch.setattr("pipeline.training.fit", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr("pipeline.fitting.fit", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(ParamsError, match=r"^tune.space.dropout\[1\]:"):
         tune.main()
     assert not (folder / "reports").exists()
 
 
 def test_interrupted_run_leaves_no_result(tmp_path, splits, monkeypatch):
-    from pipeline import training
+    from pipeline import fitting
 
     folder = make_project(tmp_path, splits)
     monkeypatch.chdir(folder)
-    real_fit, calls = training.fit, []
+    real_fit, calls = fitting.fit, []
 
     def fit_then_interrupt(*args, **kwargs):
         calls.append(1)
@@ -284,7 +284,7 @@ def test_interrupted_run_leaves_no_result(tmp_path, splits, monkeypatch):
             raise KeyboardInterrupt
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(training, "fit", fit_then_interrupt)
+    monkeypatch.setattr(fitting, "fit", fit_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         tune.main()
     assert len(read_trials(folder)) == 1  # progress so far

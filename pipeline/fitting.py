@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.atomic import atomic_dir
-from pipeline.cli import format_seconds, log
+from pipeline.stage_runner import format_seconds, log
 from pipeline.model import build_model, compile_model
 from pipeline.params import ModelParams, TrainParams
 

@@ -27,7 +27,7 @@ TEST_PER_CLASS = 30  # 300 test images
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def tuned_project(tmp_path_factory):
     """A project folder after prepare and tune (tuned.keras), as the current directory."""
     from pipeline.model import save_model
     from pipeline.prepare import prepare
@@ -51,10 +51,10 @@ def project(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def test_pngs(project):
+def test_pngs(tuned_project):
     """The raw test images written out as PNG files, with their labels."""
-    images, labels = idx.read_split(project / "data" / "raw", "test")
-    folder = project / "pngs"
+    images, labels = idx.read_split(tuned_project / "data" / "raw", "test")
+    folder = tuned_project / "pngs"
     folder.mkdir()
     for i, image in enumerate(images):
         Image.fromarray(image).save(folder / f"{i:04d}.png")
@@ -77,7 +77,7 @@ def evaluate_classes(model_path: Path) -> list[str]:
     return list(predictions_table(y, predict(model_path, x, 2048), CLASS_NAMES)["predicted"])
 
 
-def test_predict_on_test_pngs_gives_evaluates_classes(project, test_pngs, capsys):
+def test_predict_on_test_pngs_gives_evaluates_classes(tuned_project, test_pngs, capsys):
     status, output = predict_json(capsys, "--top-k", "1", test_pngs[0])
     assert status == 0 and output["errors"] == [] and output["model"] == "models/tuned.keras"
     predicted = [p["top_k"][0]["class"] for p in output["predictions"]]
@@ -88,7 +88,7 @@ def test_predict_on_test_pngs_gives_evaluates_classes(project, test_pngs, capsys
     assert accuracy > 0.5  # a trained model, not a constant answer
 
 
-def test_top_k_lists_the_most_probable_classes_first(project, test_pngs, capsys):
+def test_top_k_lists_the_most_probable_classes_first(tuned_project, test_pngs, capsys):
     status, output = predict_json(capsys, "--top-k", "4", test_pngs[0] / "0000.png")
     top = output["predictions"][0]["top_k"]
     probabilities = [entry["probability"] for entry in top]
@@ -97,7 +97,7 @@ def test_top_k_lists_the_most_probable_classes_first(project, test_pngs, capsys)
     assert len({entry["class"] for entry in top}) == 4
 
 
-def test_text_output_is_one_line_per_image(project, test_pngs, capsys):
+def test_text_output_is_one_line_per_image(tuned_project, test_pngs, capsys):
     from pipeline.predict import main
 
     paths = [test_pngs[0] / "0001.png", test_pngs[0] / "0002.png"]
@@ -119,22 +119,22 @@ def run_module(module: str, *args, cwd) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def savedmodel(project):
+def savedmodel(tuned_project):
     """models/tuned_savedmodel, written by the export stage's command."""
-    result = run_module("pipeline.export", cwd=project)
+    result = run_module("pipeline.export", cwd=tuned_project)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("export: wrote models/tuned_savedmodel/ (signature "
                                     "serving_default: uint8 images (None, 28, 28) -> ")
-    return project / "models" / "tuned_savedmodel"
+    return tuned_project / "models" / "tuned_savedmodel"
 
 
-def test_savedmodel_matches_the_keras_model_on_the_test_images(project, savedmodel):
+def test_savedmodel_matches_the_keras_model_on_the_test_images(tuned_project, savedmodel):
     import keras
     import tensorflow as tf
 
     from pipeline.splits import load_split
 
-    raw_images, _ = idx.read_split(project / "data" / "raw", "test")
+    raw_images, _ = idx.read_split(tuned_project / "data" / "raw", "test")
     x_test, _ = load_split("test")  # what evaluate feeds the Keras model
     expected = keras.models.load_model("models/tuned.keras", compile=False).predict(
         x_test, verbose=0)
@@ -145,19 +145,19 @@ def test_savedmodel_matches_the_keras_model_on_the_test_images(project, savedmod
     assert names == [CLASS_NAMES[i] for i in expected.argmax(axis=1)]
 
 
-def test_export_is_byte_reproducible(project, savedmodel):
+def test_export_is_byte_reproducible(tuned_project, savedmodel):
     """A rerun gives the same bytes, so DVC sees an unchanged output (contract 3)."""
     first = {p.relative_to(savedmodel): p.read_bytes() for p in savedmodel.rglob("*")
              if p.is_file()}
-    assert run_module("pipeline.export", cwd=project).returncode == 0
+    assert run_module("pipeline.export", cwd=tuned_project).returncode == 0
     again = {p.relative_to(savedmodel): p.read_bytes() for p in savedmodel.rglob("*")
              if p.is_file()}
     assert sorted(again) == sorted(first) and Path("saved_model.pb") in first
     assert [name for name in first if first[name] != again[name]] == []
 
 
-def test_predict_through_the_savedmodel_gives_the_same_classes(project, savedmodel, test_pngs,
-                                                               capsys):
+def test_predict_through_the_savedmodel_gives_the_same_classes(tuned_project, savedmodel,
+                                                               test_pngs, capsys):
     _, keras_output = predict_json(capsys, test_pngs[0])
     status, served_output = predict_json(capsys, "--model", "tuned-savedmodel", test_pngs[0])
     assert status == 0 and served_output["model"] == "models/tuned_savedmodel"
@@ -170,8 +170,8 @@ def test_predict_through_the_savedmodel_gives_the_same_classes(project, savedmod
 # --- errors: one line each, the other files still predicted --------------------------
 
 
-def test_bad_files_get_one_line_each_and_the_rest_are_predicted(project, test_pngs):
-    bad = project / "bad"
+def test_bad_files_get_one_line_each_and_the_rest_are_predicted(tuned_project, test_pngs):
+    bad = tuned_project / "bad"
     bad.mkdir()
     good = test_pngs[0] / "0000.png"
     shutil.copy(good, bad / "good.png")
@@ -179,10 +179,10 @@ def test_bad_files_get_one_line_each_and_the_rest_are_predicted(project, test_pn
     (bad / "notes.jpg").write_text("not a picture\n")
     (bad / "cut.png").write_bytes(good.read_bytes()[:60])
     (bad / "ignored.txt").write_text("a folder's non-image files are skipped\n")
-    result = run_module("pipeline.predict", bad, project / "missing.png", cwd=project)
+    result = run_module("pipeline.predict", bad, tuned_project / "missing.png", cwd=tuned_project)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        f"predict: error: {project / 'missing.png'}: no such file or folder",
+        f"predict: error: {tuned_project / 'missing.png'}: no such file or folder",
         f"predict: error: {bad / 'cut.png'}: truncated or damaged image data: "
         "image file is truncated",
         f"predict: error: {bad / 'empty.png'}: empty file",
@@ -192,7 +192,7 @@ def test_bad_files_get_one_line_each_and_the_rest_are_predicted(project, test_pn
     assert len(lines) == 1 and lines[0].startswith(f"{bad / 'good.png'}: ")
 
 
-def test_a_missing_model_names_the_command_that_makes_it(project, test_pngs, capsys):
+def test_a_missing_model_names_the_command_that_makes_it(tuned_project, test_pngs, capsys):
     from pipeline.predict import main
 
     assert main(["--model", "baseline", str(test_pngs[0] / "0000.png")]) == 1
@@ -202,7 +202,7 @@ def test_a_missing_model_names_the_command_that_makes_it(project, test_pngs, cap
         "or `dvc pull models/baseline.keras` fetches it from the project's DVC remote"]
 
 
-def test_a_missing_data_card_names_the_command_that_makes_it(project, test_pngs, capsys):
+def test_a_missing_data_card_names_the_command_that_makes_it(tuned_project, test_pngs, capsys):
     from pipeline.predict import main
 
     assert main(["--data-card", "data/prepared/gone.json", str(test_pngs[0] / "0000.png")]) == 1

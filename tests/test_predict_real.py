@@ -24,7 +24,7 @@ PHOTO_SIZE = (200, 200)
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def tuned_project(tmp_path_factory):
     """Real raw and prepared data, and a quickly trained model, as the current directory."""
     from pipeline.fetch import fetch_raw
     from pipeline.model import save_model
@@ -59,24 +59,24 @@ def predicted_classes(capsys, folder) -> np.ndarray:
     return np.array([p["top_k"][0]["class"] for p in output["predictions"]])
 
 
-def test_test_images_as_pngs_get_evaluates_classes(project, capsys):
+def test_test_images_as_pngs_get_evaluates_classes(tuned_project, capsys):
     from pipeline.evaluate import predict, predictions_table
     from pipeline.splits import load_split
 
     images, _ = idx.read_split("data/raw", "test")
-    write_pngs(project / "pngs", images[:IMAGES], lambda image: image)
+    write_pngs(tuned_project / "pngs", images[:IMAGES], lambda image: image)
     x, y = load_split("test")
-    expected = predictions_table(y[:IMAGES], predict(project / "model.keras", x[:IMAGES], 2048),
-                                 CLASS_NAMES)["predicted"]
-    assert list(predicted_classes(capsys, project / "pngs")) == list(expected)
+    probabilities = predict(tuned_project / "model.keras", x[:IMAGES], 2048)
+    expected = predictions_table(y[:IMAGES], probabilities, CLASS_NAMES)["predicted"]
+    assert list(predicted_classes(capsys, tuned_project / "pngs")) == list(expected)
 
 
-def test_product_photo_versions_keep_at_least_85_percent_accuracy(project, capsys):
+def test_product_photo_versions_keep_at_least_85_percent_accuracy(tuned_project, capsys):
     """Dark garment on white, 200x200 RGB: predict must trim, fit, invert and normalize."""
     images, labels = idx.read_split("data/raw", "test")
-    write_pngs(project / "photos", 255 - images[:IMAGES],
+    write_pngs(tuned_project / "photos", 255 - images[:IMAGES],
                lambda image: image.resize(PHOTO_SIZE).convert("RGB"))
-    predicted = predicted_classes(capsys, project / "photos")
+    predicted = predicted_classes(capsys, tuned_project / "photos")
     accuracy = float(np.mean(predicted == np.array(CLASS_NAMES)[labels[:IMAGES]]))
     print(f"photo-style accuracy on {IMAGES} real test images: {accuracy:.3f}")
     assert accuracy >= 0.85

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import set_params
 from tests.synthetic import write_idx_dataset
 
 pytestmark = pytest.mark.e2e
@@ -87,15 +88,6 @@ def merge(base: dict, overlay: dict) -> dict:
     return merged
 
 
-def set_params(repo, **dotted):
-    """Set params.yaml keys given as section__key=value (a dot is not a Python name)."""
-    data = yaml.safe_load((repo / "params.yaml").read_text())
-    for name, value in dotted.items():
-        section, key = name.split("__")
-        data[section][key] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-
-
 def commit(repo, message):
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "--allow-empty", "-m", message)
@@ -153,23 +145,23 @@ def test_forced_rerun_gives_identical_metrics_and_models(repo):
 
 # key changed -> (stages `dvc status` lists, stages `dvc repro` reruns)
 SELECTIVE = [
-    ({"data__val_fraction": 0.25}, {"prepare"},
+    ({"data.val_fraction": 0.25}, {"prepare"},
      {"prepare", "train", "tune", "export", "evaluate", "visualize"}),
-    ({"model__hidden_units": [24]}, {"train"}, {"train", "evaluate", "visualize"}),
-    ({"train__learning_rate": 0.02}, {"train"}, {"train", "evaluate", "visualize"}),
-    ({"train__seed": 11}, {"train", "tune"},
+    ({"model.hidden_units": [24]}, {"train"}, {"train", "evaluate", "visualize"}),
+    ({"train.learning_rate": 0.02}, {"train"}, {"train", "evaluate", "visualize"}),
+    ({"train.seed": 11}, {"train", "tune"},
      {"train", "tune", "export", "evaluate", "visualize"}),
-    ({"tune__method": "random", "tune__max_trials": 1}, {"tune"},
+    ({"tune.method": "random", "tune.max_trials": 1}, {"tune"},
      {"tune", "export", "evaluate", "visualize"}),
-    ({"evaluate__top_k": 3}, {"evaluate"}, {"evaluate", "visualize"}),
-    ({"visualize__dpi": 50}, {"visualize"}, {"visualize"}),
+    ({"evaluate.top_k": 3}, {"evaluate"}, {"evaluate", "visualize"}),
+    ({"visualize.dpi": 50}, {"visualize"}, {"visualize"}),
 ]
 
 
 @pytest.mark.parametrize("change, status, rerun", SELECTIVE,
-                         ids=[next(iter(c)).replace("__", ".") for c, _, _ in SELECTIVE])
+                         ids=[next(iter(c)) for c, _, _ in SELECTIVE])
 def test_a_param_change_reruns_exactly_its_stages(repo, change, status, rerun):
-    set_params(repo, **change)
+    set_params(repo, change)
     assert changed_stages(repo) == status
     assert stages_run(dvc(repo, "repro")) == rerun
     assert changed_stages(repo) == set()
@@ -179,14 +171,14 @@ def test_a_param_change_reruns_exactly_its_stages(repo, change, status, rerun):
 def test_fetch_source_change_reruns_fetch_and_prepare_only(repo):
     # auto finds the same local files first: new source.json, identical prepared data,
     # so DVC sees that train's inputs did not change and stops there.
-    set_params(repo, data__source="auto")
+    set_params(repo, {"data.source": "auto"})
     assert changed_stages(repo) == {"fetch"}
     assert stages_run(dvc(repo, "repro")) == {"fetch", "prepare"}
     commit(repo, "source auto")
 
 
 def test_params_diff_and_metrics_diff_show_the_change(repo):
-    set_params(repo, train__learning_rate=0.005)
+    set_params(repo, {"train.learning_rate": 0.005})
     diff = json.loads(dvc(repo, "params", "diff", "--json").stdout)
     assert list(diff["params.yaml"]) == ["train.learning_rate"]
     assert diff["params.yaml"]["train.learning_rate"]["old"] == 0.02
@@ -219,7 +211,11 @@ def test_plots_show_writes_a_page_with_curves_and_figures(repo):
     dvc(repo, "plots", "show", "-o", "plots_html")
     page = (repo / "plots_html" / "index.html").read_text()
     assert "baseline_accuracy" in page and "tuned_loss" in page  # curves
-    assert "confusion" in page.lower()
+    # DVC's own confusion plots from evaluate's predictions, class names as the axes
+    assert "baseline_confusion" in page and "tuned_confusion" in page
+    assert "Confusion matrix, tuned model (test split)" in page
+    assert page.count('"mark": "rect"') >= 4  # DVC's confusion template, twice
+    assert '"Ankle boot"' in page and '"Pullover"' in page
     assert "reports/figures/" in page and ".png" in page
     # .dvc/config's template: the chart libraries inline, none from the network
     assert "vegaEmbed" in page and not re.search(r"<script[^>]*\ssrc=", page)
@@ -306,15 +302,19 @@ def test_params_yaml_that_is_not_valid_yaml(repo):
     try:
         result = dvc(repo, "repro", check=False)
         assert result.returncode != 0 and "params.yaml" in result.stderr
+        status = dvc(repo, "status", check=False)  # refuses too: nothing looks up to date
+        assert status.returncode != 0
+        assert "unable to read: 'params.yaml'" in status.stderr + status.stdout
         direct = run([sys.executable, "-m", "pipeline.train"], repo, check=False)
         assert_stopped(direct, "train", r"^train: error: params.yaml: line \d+ is not valid YAML")
     finally:
         (repo / "params.yaml").write_text(good)
+    assert changed_stages(repo) == set()  # DVC never got far enough to touch an output
 
 
 def test_a_wrong_type_stops_the_stage_naming_the_key(repo):
     good = (repo / "params.yaml").read_text()
-    set_params(repo, train__learning_rate="fast")
+    set_params(repo, {"train.learning_rate": "fast"})
     try:
         result = dvc(repo, "repro", check=False)
         assert_stopped(result, "train", "train.learning_rate: must be a number, got 'fast'")
@@ -327,7 +327,7 @@ def test_a_wrong_type_stops_the_stage_naming_the_key(repo):
 
 def test_a_misspelled_key_stops_the_stage_with_the_valid_name(repo):
     good = (repo / "params.yaml").read_text()
-    set_params(repo, train__learnig_rate=0.1)
+    set_params(repo, {"train.learnig_rate": 0.1})
     try:
         result = dvc(repo, "repro", check=False)
         assert_stopped(result, "train", "^train: error: train.learnig_rate: unknown key; "
@@ -338,24 +338,39 @@ def test_a_misspelled_key_stops_the_stage_with_the_valid_name(repo):
     assert changed_stages(repo) == set()
 
 
-def test_a_stage_killed_mid_run_leaves_nothing_dvc_accepts(repo):
-    set_params(repo, train__epochs=500)  # long enough to be killed while training
-    process = subprocess.Popen([str(BIN / "dvc"), "repro", "-s", "train"], cwd=repo,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env=command_env(),
-                               start_new_session=True)
+def file_hashes(*folders: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+            for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_stage_interrupted_mid_write_keeps_the_last_outputs_and_no_temp_file(repo):
+    """Ctrl-C while train writes its DVCLive folder (a temp folder during fit) and before
+    the model: one line, exit 130, the previous outputs byte for byte, no temp file."""
+    before = file_hashes(repo / "models", repo / "reports")
+    set_params(repo, {"train.epochs": 500})  # long enough to be interrupted while training
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.train"], cwd=repo,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=command_env())
     try:
         deadline = time.monotonic() + 300
         for line in process.stdout:
             if "train epoch 2/500" in line or time.monotonic() > deadline:
                 break
+        assert list((repo / "reports").glob(".train.*")), "no temp folder while training"
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
     finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    assert "train" in changed_stages(repo)
-    assert not (repo / "models" / "baseline.keras").exists()
+        process.kill()
+    assert process.returncode == 130
+    assert stderr.strip().splitlines()[-1] == "train: interrupted; no partial outputs were kept"
+    assert file_hashes(repo / "models", repo / "reports") == before
+    temps = [p for folder in ("models", "reports") for p in (repo / folder).rglob(".*")
+             if p.name.endswith((".tmp", ".old")) or ".tmp." in p.name]
+    assert not temps, temps
+    assert changed_stages(repo) == {"train"}  # the params changed, the outputs did not
     git(repo, "checkout", "--", "params.yaml")
-    dvc(repo, "repro")
     assert changed_stages(repo) == set()
 
 

@@ -11,6 +11,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import keras
 import numpy as np
@@ -73,9 +74,10 @@ class FitResult:
 
 
 def fit(model_settings: ModelParams, train_settings: TrainParams, train: Split, val: Split,
-        live_dir: str | Path | None = None, label: str = "train",
-        verbose: bool = True) -> FitResult:
-    """Train a fresh network; with `live_dir`, DVCLive writes per-epoch curves there."""
+        live_dir: str | Path | None = None, label: str = "train", verbose: bool = True,
+        callbacks: Sequence[keras.callbacks.Callback] = ()) -> FitResult:
+    """Train a fresh network; with `live_dir`, DVCLive writes per-epoch curves there.
+    `callbacks` run after the project's own (tune's pruning callback, for one)."""
     started = time.perf_counter()
     seed_everything(train_settings.seed)
     steps_per_epoch = math.ceil(len(train[0]) / train_settings.batch_size)
@@ -84,17 +86,17 @@ def fit(model_settings: ModelParams, train_settings: TrainParams, train: Split, 
     train_data = make_dataset(*train, train_settings.batch_size,
                               shuffle_seed=train_settings.seed)
     val_data = make_dataset(*val, batch_size=max(1024, train_settings.batch_size))
-    callbacks: list[keras.callbacks.Callback] = []
+    own: list[keras.callbacks.Callback] = []
     if verbose:
-        callbacks.append(EpochProgress(label, train_settings.epochs))
+        own.append(EpochProgress(label, train_settings.epochs))
     if train_settings.early_stopping_patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(
+        own.append(keras.callbacks.EarlyStopping(
             monitor=MONITOR, mode="max", patience=train_settings.early_stopping_patience,
             restore_best_weights=True))
 
     def run(extra):
         return model.fit(train_data, validation_data=val_data, epochs=train_settings.epochs,
-                         callbacks=callbacks + extra, shuffle=False,
+                         callbacks=own + list(callbacks) + extra, shuffle=False,
                          verbose=0).history
 
     if live_dir is None:

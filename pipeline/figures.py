@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from pipeline import IMAGE_SHAPE  # noqa: E402
 
@@ -217,10 +218,11 @@ def optimization_history(trials: pd.DataFrame) -> Figure:
                    edgecolors=BEST_COLOUR, linewidth=2, zorder=4,
                    label=f"best: trial {int(best['number'])}, {best['value']:.4f}")
     ax.set_ylim(bottom=floor)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial number")
     ax.set_ylabel("validation accuracy")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     ax.set_title(f"Tuning history: {len(finished)} trials, {len(complete)} complete, "
                  f"{len(pruned)} pruned")
     return fig

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, get_type_hints
 
 import yaml
 
@@ -346,9 +346,7 @@ def setting_value(name: str, value: Any, key: str) -> Any:
 
 
 def _setting_type(name: str) -> type:
-    import typing
-
-    return typing.get_type_hints(SEARCHABLE[name])[name]
+    return get_type_hints(SEARCHABLE[name])[name]
 
 
 def check_range(key: str, name: str, spec: dict) -> Range:

@@ -214,8 +214,15 @@ def retry_interrupted(study: optuna.Study, wanted: int) -> list[int]:
     room = wanted - len(finished_trials(study))
     queued = [t.number for t in trials if t.state == TrialState.FAIL and t.number not in rerun]
     for number in queued[:max(0, room)]:
-        study.enqueue_trial(trials[number].params, user_attrs={RETRY_OF: number})
+        rerun_failed(study, trials[number])
     return queued[:max(0, room)]
+
+
+def rerun_failed(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue a rerun of a failed trial with its settings. Unlike Optuna's
+    RetryHeartbeatStaleTrialCallback it copies no system attrs: they hold the pruner's
+    rung records, which would let the rerun skip the rungs its first run passed."""
+    study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
 
 
 OnTrial = Callable[[FrozenTrial, optuna.Study], None]

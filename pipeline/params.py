@@ -4,12 +4,14 @@ This is the one module that knows the keys. A stage calls `load(stage)` and can 
 only the keys its dvc.yaml entry lists under `params:`; reading any other key fails
 loudly, because an undeclared read is a silent reproducibility bug (DVC would not rerun
 the stage when that key changes). Every value is checked here, before any long work,
-and a bad one raises ParamsError naming the key.
+and a bad one raises ParamsError naming the key. A key no stage knows (a typo) stops
+every stage, whichever keys that stage declares.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, get_type_hints
 
@@ -20,7 +22,7 @@ from pipeline.errors import ParamsError
 PARAMS_FILE = "params.yaml"
 DVC_FILE = "dvc.yaml"
 
-SOURCES = ("auto", "local", "official", "npm")
+SOURCES = ("auto", "local", "official", "debian", "npm")
 NORMALIZATIONS = ("scale", "standardize")
 ACTIVATIONS = ("relu", "elu", "gelu", "selu", "swish", "tanh")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
@@ -97,17 +99,54 @@ class StageParams:
             raise ParamsError(f"{key}: missing from {PARAMS_FILE}")
         return block[name]
 
-    def section_keys(self, section: str) -> list[str]:
-        """Keys present under a declared section (to reject typos such as 'learnig_rate')."""
-        if section not in self._declared:
-            return []
-        block = self._params.get(section)
-        return list(block) if isinstance(block, dict) else []
-
 
 def load(stage: str, params_file: str | Path = PARAMS_FILE,
          dvc_file: str | Path = DVC_FILE) -> StageParams:
-    return StageParams(stage, read_yaml(params_file), declared_params(stage, dvc_file))
+    """The stage's declared slice of params.yaml, once the whole file has no unknown key."""
+    values = read_yaml(params_file)
+    refuse_unknown_keys(values)
+    return StageParams(stage, values, declared_params(stage, dvc_file))
+
+
+# --- unknown keys ------------------------------------------------------------------------
+
+
+def known_keys() -> dict[str, set[str]]:
+    """Section -> its keys, from the fields of the params dataclasses below."""
+    known: dict[str, set[str]] = {}
+    todo = list(_Section.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        known.setdefault(cls.SECTION, set()).update(f.name for f in fields(cls))
+    return known
+
+
+def _did_you_mean(section: str, name: str, known: dict[str, set[str]]) -> str:
+    """The closest valid key: in the same section first, then in any section."""
+    same = difflib.get_close_matches(name, sorted(known[section]), n=1)
+    if same:
+        return f"did you mean {section}.{same[0]}?"
+    anywhere = sorted((key, other) for other, keys in known.items() for key in keys)
+    close = difflib.get_close_matches(name, [key for key, _ in anywhere], n=1)
+    if close:
+        other = next(other for key, other in anywhere if key == close[0])
+        return f"did you mean {other}.{close[0]}?"
+    return f"known: {', '.join(sorted(known[section]))}"
+
+
+def refuse_unknown_keys(values: Mapping[str, Any]) -> None:
+    """Stop at the first section or key that no params class has: a typo, most likely."""
+    known = known_keys()
+    for section, block in values.items():
+        if section not in known:
+            close = difflib.get_close_matches(str(section), sorted(known), n=1)
+            hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(sorted(known))}"
+            raise ParamsError(f"{section}: unknown section; {hint}")
+        for name in block if isinstance(block, dict) else ():
+            if name not in known[section]:
+                raise ParamsError(f"{section}.{name}: unknown key; "
+                                  f"{_did_you_mean(section, str(name), known)}")
 
 
 # --- checking single values -----------------------------------------------------------
@@ -198,7 +237,6 @@ class _Section:
     def from_params(cls, params: StageParams, overrides: Mapping[str, Any] | None = None):
         """Read every field from `params`, or from `overrides` (tune's trial values)."""
         overrides = overrides or {}
-        _refuse_unknown_keys(cls, params)
         values = {}
         for name, check in cls.CHECKS.items():
             key = f"{cls.SECTION}.{name}"
@@ -208,15 +246,6 @@ class _Section:
     def _check_together(self):
         """Rules that span fields; overridden where a section has them."""
         return self
-
-
-def _refuse_unknown_keys(cls, params: StageParams) -> None:
-    siblings = [c for c in _Section.__subclasses__() if c.SECTION == cls.SECTION]
-    known = {name for c in siblings for name in c.field_names()}
-    for name in params.section_keys(cls.SECTION):
-        if name not in known:
-            raise ParamsError(f"{cls.SECTION}.{name}: unknown key "
-                              f"(known: {', '.join(sorted(known))})")
 
 
 @dataclass(frozen=True)
@@ -398,8 +427,10 @@ def check_space(key: str, space: Any) -> dict[str, SpaceEntry]:
                           f"choices or one value, got {space!r}")
     for name in space:
         if name not in SEARCHABLE:
-            raise ParamsError(f"{key}.{name}: unknown key; not a model or train setting "
-                              f"(known: {', '.join(SEARCHABLE)})")
+            close = difflib.get_close_matches(str(name), list(SEARCHABLE), n=1)
+            hint = f"did you mean {key}.{close[0]}?" if close else \
+                f"known: {', '.join(SEARCHABLE)}"
+            raise ParamsError(f"{key}.{name}: unknown key, not a model or train setting; {hint}")
     for name in SEARCHABLE:
         if name not in space:
             raise ParamsError(f"{key}.{name}: missing; the tune section lists every setting a "

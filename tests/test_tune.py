@@ -67,7 +67,8 @@ def tune_params(**changes) -> params.TuneParams:
     ({"dropout": {"low": 0.4, "high": 0.1}}, "tune.space.dropout: low (0.4) must not exceed"),
     ({"l2": {"low": 0.0, "high": 0.01, "log": True}}, "tune.space.l2.low: must be > 0 on a log"),
     ({"batch_size": []}, "tune.space.batch_size: an empty list of choices"),
-    ({"learnig_rate": 0.01}, "tune.space.learnig_rate: unknown key"),
+    ({"learnig_rate": 0.01}, "tune.space.learnig_rate: unknown key, not a model or train "
+                             "setting; did you mean tune.space.learning_rate?"),
     ({"dropout": {"low": 0.0, "hihg": 0.5}}, "tune.space.dropout.hihg: unknown key in a range"),
     ({"dropout": {"low": 0.0}}, "tune.space.dropout.high: missing"),
     ({"learning_rate": {"low": -0.1, "high": 0.1}}, "tune.space.learning_rate.low: must be > 0"),

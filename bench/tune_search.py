@@ -8,7 +8,7 @@ tells how many trials finished, how many ran their whole epoch budget, and the b
 validation accuracy among those (what the stage would ship). Runs alternate between
 the two methods, so a change in machine load hits both alike.
 
-    python bench/tune_search.py --budget 270 --seeds 0 1 2
+    python bench/tune_search.py --budget 300 --seeds 0 1 2
 
 Needs the prepared data (data/prepared, after `dvc repro prepare`). Long: 2 x seeds x
 budget seconds.
@@ -73,8 +73,8 @@ def run(method: dict, seed: int, budget: float, prepared: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget", type=float, default=270,
-                        help="seconds per run, start-up included (default 270)")
+    parser.add_argument("--budget", type=float, default=300,
+                        help="seconds per run, start-up included (default 300)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--prepared", type=Path, default=ROOT / "data" / "prepared")
     args = parser.parse_args()

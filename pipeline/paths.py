@@ -20,9 +20,17 @@ DATA_CARD = PREPARED_DIR / DATA_CARD_NAME
 
 # train and tune
 MODELS = {"baseline": Path("models/baseline.keras"), "tuned": Path("models/tuned.keras")}
-LIVE_DIRS = {"baseline": Path("reports/train"), "tuned": Path("reports/tune/live")}
+LIVE_DIRS = {"baseline": Path("reports/train"), "tuned": Path("reports/tune/live")}  # DVCLive
 TRAIN_PLATFORM = LIVE_DIRS["baseline"] / "platform.json"  # the machine train ran on
-TRIALS = Path("reports/tune/trials.csv")
+
+# tune: its Optuna study (a persist output) and the tables derived from it
+TUNE_DIR = Path("reports/tune")
+STUDY_DIR = TUNE_DIR / "study"
+TRIALS = TUNE_DIR / "trials.csv"
+TUNE_CURVES = TUNE_DIR / "curves.csv"
+TUNE_IMPORTANCE = TUNE_DIR / "importance.csv"
+BEST_PARAMS = TUNE_DIR / "best_params.json"
+TUNE_METRICS = TUNE_DIR / "metrics.json"
 
 # export
 SAVEDMODEL_DIR = Path("models/tuned_savedmodel")

@@ -1,7 +1,8 @@
 """visualize stage: PNG figures in reports/figures/ for `dvc plots show`.
 
-It reads only files (prepared data, DVCLive curves, trials.csv, evaluate's reports) and
-never loads TensorFlow, so it runs in seconds; the predictions it shows are evaluate's.
+It reads only files (prepared data, DVCLive curves, tune's tables, evaluate's reports)
+and never loads TensorFlow, so it runs in seconds; the predictions it shows are
+evaluate's, and the tuning figures come from tune's tables, not from its Optuna study.
 The inputs below are exactly the stage's deps in dvc.yaml.
 """
 
@@ -13,15 +14,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import CLASS_NAMES, figures, params
+from pipeline import CLASS_NAMES, figures, params, tune_reports
 from pipeline.atomic import atomic_dir
 from pipeline.stage_runner import log, run_stage
 from pipeline.errors import DataError
 from pipeline.paths import (CONFUSION_FILE, CURVE_METRICS, CURVE_PARTS, FIGURES_DIR,
                             LIVE_DIRS, METRICS, PREDICTIONS_FILE, PREPARED_DIR, TRIALS,
-                            curve_file, eval_file)
+                            TUNE_CURVES, TUNE_IMPORTANCE, curve_file, eval_file)
 from pipeline.splits import SPLITS, load_labels, load_split
 
+TUNE_TABLES = {  # tune's reports and the columns read from each
+    TRIALS: ("number", "state", "value"),
+    TUNE_CURVES: ("number", "epoch", "val_accuracy"),
+    TUNE_IMPORTANCE: ("setting", "importance", "epoch", "trials"),
+}
 SHOWN_MODEL = "tuned"  # the confusion matrix and gallery show the model the pipeline ships
 GALLERY_SEED = 0
 WRITERS = {"baseline": "train", "tuned": "tune"}  # the stage that writes each model's curves
@@ -33,7 +39,7 @@ def inputs() -> dict[Path, str]:
     for model, live_dir in LIVE_DIRS.items():
         files.update({curve_file(live_dir, part, metric): WRITERS[model]
                       for part in CURVE_PARTS for metric in CURVE_METRICS})
-    files[TRIALS] = "tune"
+    files.update({path: "tune" for path in TUNE_TABLES})
     for name in (CONFUSION_FILE, PREDICTIONS_FILE):
         files[eval_file(SHOWN_MODEL, name)] = "evaluate"
     files[METRICS] = "evaluate"
@@ -134,11 +140,32 @@ def predictions_gallery_figure(settings: params.VisualizeParams, root: Path):
                                f"{len(shown) - wrong} right, {wrong} wrong (in red)")
 
 
-def tuning_results_figure(settings: params.VisualizeParams, root: Path):
-    trials = pd.read_csv(root / TRIALS)
-    if "val_accuracy" not in trials.columns:
-        raise DataError(f"{TRIALS}: no val_accuracy column (has {', '.join(trials.columns)})")
-    return figures.tuning_results(trials, list(params.SEARCHABLE))
+def read_tune_table(root: Path, path: Path) -> pd.DataFrame:
+    table = pd.read_csv(root / path)
+    missing = [c for c in TUNE_TABLES[path] if c not in table.columns]
+    if missing:
+        raise DataError(f"{path}: no {', '.join(missing)} column; rerun the tune stage")
+    return table
+
+
+def tuning_history_figure(settings: params.VisualizeParams, root: Path):
+    return figures.optimization_history(read_tune_table(root, TRIALS))
+
+
+def tuning_curves_figure(settings: params.VisualizeParams, root: Path):
+    return figures.trial_curves(read_tune_table(root, TUNE_CURVES),
+                                read_tune_table(root, TRIALS))
+
+
+def tuning_parallel_figure(settings: params.VisualizeParams, root: Path):
+    trials = read_tune_table(root, TRIALS)
+    columns = tune_reports.searched_columns(trials)
+    names = [tune_reports.setting_name(c) for c in columns]
+    return figures.parallel_coordinates(trials.rename(columns=dict(zip(columns, names))), names)
+
+
+def tuning_importance_figure(settings: params.VisualizeParams, root: Path):
+    return figures.param_importance(read_tune_table(root, TUNE_IMPORTANCE))
 
 
 FIGURES = {
@@ -147,7 +174,10 @@ FIGURES = {
     "training_curves.png": training_curves_figure,
     "confusion_matrix.png": confusion_matrix_figure,
     "predictions_gallery.png": predictions_gallery_figure,
-    "tuning_results.png": tuning_results_figure,
+    "tuning_history.png": tuning_history_figure,
+    "tuning_curves.png": tuning_curves_figure,
+    "tuning_parallel.png": tuning_parallel_figure,
+    "tuning_importance.png": tuning_importance_figure,
 }
 
 

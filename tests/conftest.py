@@ -25,21 +25,28 @@ def splits():
     return make_splits()
 
 
-@pytest.fixture
-def project(tmp_path) -> Path:
+def new_project(root: Path) -> Path:
     """A throwaway project root: the repository's params.yaml and dvc.yaml, nothing else."""
-    root = tmp_path / "project"
-    root.mkdir()
+    root.mkdir(parents=True, exist_ok=True)
     for name in ("params.yaml", "dvc.yaml"):
         shutil.copy(ROOT / name, root / name)
     return root
 
 
+@pytest.fixture
+def project(tmp_path) -> Path:
+    return new_project(tmp_path / "project")
+
+
 def set_params(root: Path, changes: dict) -> None:
-    """Set (or, with DELETE, remove) dotted keys of root's params.yaml: {"train.epochs": 2}."""
+    """Set (or, with DELETE, remove) dotted keys of root's params.yaml: {"train.epochs": 2};
+    a key without a dot replaces a whole section."""
     path = Path(root) / "params.yaml"
     data = yaml.safe_load(path.read_text())
     for dotted, value in changes.items():
+        if "." not in dotted:
+            data[dotted] = value
+            continue
         section, key = dotted.split(".", 1)
         if value is DELETE:
             del data[section][key]

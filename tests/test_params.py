@@ -165,16 +165,26 @@ def test_tune_cannot_read_the_keys_it_searches_from_train(project):
         stage.get("train.learning_rate")
 
 
-@pytest.mark.parametrize("space, message", [
-    ({}, "^tune.space: must be a non-empty mapping"),
-    ({"learning_rate": []}, r"^tune.space.learning_rate: must be a non-empty list"),
+@pytest.mark.parametrize("change, message", [
+    ({"learning_rate": []}, r"^tune.space.learning_rate: an empty list of choices"),
     ({"learning_rate": [0.01, -1]}, r"^tune.space.learning_rate\[1\]: must be > 0.0, got -1"),
-    ({"momentum": [0.9]}, r"^tune.space.momentum: not a searchable hyperparameter"),
-    ({"hidden_units": [[64], []]}, r"^tune.space.hidden_units\[1\]: must be a non-empty list"),
+    ({"learning_rate": {"low": 0.01, "high": 0.001}},
+     r"^tune.space.learning_rate: low \(0.01\) must not exceed high \(0.001\)"),
+    ({"momentum": [0.9]}, r"^tune.space.momentum: unknown key, not a model or train setting; "
+                          r"known: hidden_units, "),
+    ({"hidden_units": ["64", "0"]}, r"^tune.space.hidden_units\[1\]\[0\]: must be >= 1"),
 ])
-def test_invalid_search_spaces_are_refused_naming_the_key(project, space, message):
-    set_param("tune.space", space)
+def test_invalid_search_spaces_are_refused_naming_the_key(project, change, message):
+    data = yaml.safe_load(Path("params.yaml").read_text())
+    data["tune"]["space"].update(change)
+    Path("params.yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(ParamsError, match=message):
+        params.TuneParams.from_params(params.load("tune"))
+
+
+def test_a_search_space_that_is_not_a_mapping_is_refused(project):
+    set_param("tune.space", [0.1, 0.2])
+    with pytest.raises(ParamsError, match=r"^tune.space: must be a mapping of model/train"):
         params.TuneParams.from_params(params.load("tune"))
 
 

@@ -28,7 +28,9 @@ def written_by_a_stage(path: Path) -> bool:
 def test_every_artifact_path_is_a_stage_output():
     artifacts = [paths.RAW_DIR, paths.RAW_DIR / paths.SOURCE_RECORD, paths.PREPARED_DIR,
                  paths.DATA_CARD, *paths.MODELS.values(), *paths.LIVE_DIRS.values(),
-                 paths.TRAIN_PLATFORM, paths.TRIALS, paths.SAVEDMODEL_DIR, paths.METRICS,
+                 paths.TRAIN_PLATFORM, paths.STUDY_DIR, paths.TRIALS, paths.TUNE_CURVES,
+                 paths.TUNE_IMPORTANCE, paths.BEST_PARAMS, paths.TUNE_METRICS,
+                 paths.SAVEDMODEL_DIR, paths.METRICS,
                  paths.PLATFORM, paths.EVAL_DIR, paths.FIGURES_DIR]
     missing = [str(p) for p in artifacts if not written_by_a_stage(p)]
     assert not missing, f"no stage in dvc.yaml writes {missing}"

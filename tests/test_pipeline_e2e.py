@@ -41,10 +41,12 @@ PROFILE = {
     "model": {"hidden_units": [32], "dropout": 0.1, "batch_norm": False},
     "train": {"epochs": 3, "batch_size": 32, "early_stopping_patience": 0,
               "learning_rate": 0.01},
-    "tune": {"method": "grid", "space": {
-        "hidden_units": [[32]], "dropout": [0.0, 0.2], "batch_norm": [False],
-        "learning_rate": [0.01], "batch_size": [32], "epochs": [2],
-        "lr_schedule": ["constant"], "early_stopping_patience": [0]}},
+    "tune": {"n_trials": 3, "sampler": "tpe", "startup_trials": 2, "pruner": "asha",
+             "min_epochs": 1, "reduction_factor": 2, "seed": 0, "space": {
+                 "hidden_units": ["32", "16"], "activation": "relu",
+                 "dropout": {"low": 0.0, "high": 0.2}, "batch_norm": False, "l2": 0.0,
+                 "optimizer": "adam", "learning_rate": 0.01, "lr_schedule": "constant",
+                 "batch_size": 32, "epochs": 2, "early_stopping_patience": 0}},
     "visualize": {"samples_per_class": 2, "gallery_size": 8, "dpi": 40},
 }
 
@@ -149,10 +151,10 @@ SELECTIVE = [
      {"prepare", "train", "tune", "export", "evaluate", "visualize"}),
     ({"model.hidden_units": [24]}, {"train"}, {"train", "evaluate", "visualize"}),
     ({"train.learning_rate": 0.02}, {"train"}, {"train", "evaluate", "visualize"}),
-    ({"train.seed": 11}, {"train", "tune"},
-     {"train", "tune", "export", "evaluate", "visualize"}),
-    ({"tune.method": "random", "tune.max_trials": 1}, {"tune"},
-     {"tune", "export", "evaluate", "visualize"}),
+    # tune's section lists every setting a trial needs: the baseline's keys leave it alone
+    ({"train.seed": 11}, {"train"}, {"train", "evaluate", "visualize"}),
+    ({"model.activation": "tanh"}, {"train"}, {"train", "evaluate", "visualize"}),
+    ({"tune.seed": 1}, {"tune"}, {"tune", "export", "evaluate", "visualize"}),
     ({"evaluate.top_k": 3}, {"evaluate"}, {"evaluate", "visualize"}),
     ({"visualize.dpi": 50}, {"visualize"}, {"visualize"}),
 ]

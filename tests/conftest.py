@@ -17,3 +17,24 @@ def idx_dir(tmp_path):
 def splits():
     """Small prepared train/val/test splits (400/100/100 samples)."""
     return make_splits()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A private PostgreSQL server for the session; in CI (CI=true) a missing one fails."""
+    from tests import postgres
+
+    reason = postgres.missing_reason()
+    if reason:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI needs PostgreSQL: {reason}", pytrace=False)
+        pytest.skip(reason)
+    cluster = postgres.PrivateCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster):
+    """A SQLAlchemy URL of a fresh, empty database on the private server."""
+    return postgres_cluster.create_database()

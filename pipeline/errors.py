@@ -11,3 +11,7 @@ class ParamsError(PipelineError):
 
 class DataError(PipelineError):
     """Input data is missing, corrupt or fails verification; the message names the file."""
+
+
+class SourceUnavailable(PipelineError):
+    """A data source cannot be reached or is not configured; auto mode tries the next one."""

@@ -1,9 +1,10 @@
 """evaluate stage: score the baseline and the tuned model on the test split.
 
 Writes reports/metrics.json (DVC metrics: each model's numbers and the tuned-minus-
-baseline gain) and reports/eval/<model>/ with the per-class table, the confusion
-matrix counts and the predictions (which also feed DVC's confusion plot). Every number
-comes from scikit-learn, so there is one definition of each metric.
+baseline gain), reports/platform.json (the machine that computed them) and
+reports/eval/<model>/ with the per-class table, the confusion matrix counts and the
+predictions (which also feed DVC's confusion plot). Every number comes from
+scikit-learn, so there is one definition of each metric.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from pipeline import CLASS_NAMES, params
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.cli import log, quiet_tensorflow, run_stage
 from pipeline.errors import DataError
+from pipeline.platform_record import platform_record
 from pipeline.splits import load_split, split_path
 
 MODELS = {"baseline": Path("models/baseline.keras"), "tuned": Path("models/tuned.keras")}
 METRICS_PATH = Path("reports/metrics.json")
+PLATFORM_PATH = Path("reports/platform.json")
 EVAL_DIR = Path("reports/eval")
 PER_CLASS_FILE = "per_class.csv"
 CONFUSION_FILE = "confusion_matrix.csv"
@@ -149,11 +152,12 @@ def main() -> None:
     write_eval_dir(EVAL_DIR, results)
     document = metrics_document({name: ev.summary for name, (ev, _) in results.items()})
     write_json(METRICS_PATH, document)
+    write_json(PLATFORM_PATH, platform_record())
     base, tuned, gain = (document[k] for k in ("baseline", "tuned", "gain"))
     log(f"evaluate: test accuracy baseline {base['test_accuracy']:.4f}, tuned "
         f"{tuned['test_accuracy']:.4f} ({gain['test_accuracy']:+.4f}); macro F1 "
         f"{base['macro_f1']:.4f} -> {tuned['macro_f1']:.4f} on {len(y_test)} images; "
-        f"wrote {METRICS_PATH}, {EVAL_DIR}/")
+        f"wrote {METRICS_PATH}, {PLATFORM_PATH}, {EVAL_DIR}/")
 
 
 if __name__ == "__main__":

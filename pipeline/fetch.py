@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 from pipeline import idx, params
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.cli import log, run_stage
+from pipeline.errors import PipelineError
 from pipeline.idx import RAW_DIR
-from pipeline.sources import fetch, md5
+from pipeline.sources import Loader, content_sha256, fetch, md5
+
+# DVC deletes a stage's outputs before running it, so a failed fetch leaves no data/raw/.
+RECOVERY_HINT = f"to get the last good data back: dvc checkout {RAW_DIR.as_posix()}"
 
 
-def fetch_raw(settings: params.FetchParams, out_dir: Path = RAW_DIR) -> dict:
+def fetch_raw(settings: params.FetchParams, out_dir: Path = RAW_DIR,
+              loaders: Mapping[str, Loader] | None = None) -> dict:
     """Fetch, verify and write atomically: a failure leaves out_dir as it was."""
-    fetched, skipped = fetch(settings.source, settings.local_dir)
+    fetched, skipped = fetch(settings.source, settings.local_dir, loaders)
     idx.validate_files(fetched.files)
     record = {
         "source": fetched.source,
@@ -22,7 +28,8 @@ def fetch_raw(settings: params.FetchParams, out_dir: Path = RAW_DIR) -> dict:
         "note": fetched.note,
         **fetched.details,
         "skipped": skipped,
-        "files": {name: {"md5": md5(data), "bytes": len(data)}
+        "files": {name: {"md5": md5(data), "bytes": len(data),
+                         "content_sha256": content_sha256(data, name)}
                   for name, data in sorted(fetched.files.items())},
     }
     with atomic_dir(out_dir) as tmp:
@@ -33,8 +40,11 @@ def fetch_raw(settings: params.FetchParams, out_dir: Path = RAW_DIR) -> dict:
 
 
 def main() -> None:
-    settings = params.FetchParams.from_params(params.load("fetch"))
-    record = fetch_raw(settings)
+    try:
+        settings = params.FetchParams.from_params(params.load("fetch"))
+        record = fetch_raw(settings)
+    except PipelineError as exc:
+        raise type(exc)(f"{exc}; {RECOVERY_HINT}") from None
     for skipped in record["skipped"]:
         log(f"fetch: skipped {skipped['source']}: {skipped['reason']}")
     log(f"fetch: wrote {RAW_DIR}/ from the {record['source']} source: {record['note']}")

@@ -18,15 +18,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from pipeline import IMAGE_SHAPE  # noqa: E402
 
 GAP = 2  # pixels between images in a row of samples
 RIGHT, WRONG = "#1a7f37", "#cf222e"
 CURVE_METRICS = ("accuracy", "loss")
-SCORE_COLUMNS = ("val_accuracy", "val_loss", "seconds", "epochs_run")  # outcomes, not inputs
-ID_COLUMNS = ("trial", "trial_id", "id", "index", "rank", "config", "config_id")
-MAX_BUDGET_GROUPS = 6
 
 
 def save(fig: Figure, path: str | Path, dpi: int) -> None:
@@ -185,103 +183,183 @@ def predictions_gallery(images: np.ndarray, predictions: pd.DataFrame, title: st
 
 
 # --- tuning -------------------------------------------------------------------------
+# The tables are tune's reports (pipeline/tune_reports.py): trials have number, state,
+# value and one column per searched setting; curves have number, epoch, val_accuracy.
+
+PRUNED_COLOUR, BEST_COLOUR = "#8c8c8c", WRONG
 
 
-def _plain_name(column: str) -> str:
-    """'model.dropout' or 'param_dropout' -> 'dropout', to match searchable names."""
-    name = column.rsplit(".", 1)[-1]
-    return name[len("param_"):] if name.startswith("param_") else name
+def _accuracy_floor(values: pd.Series, complete: pd.Series) -> float:
+    """A lower y limit that keeps the interesting range readable: a trial pruned at 20%
+    accuracy would squash every complete trial into one line."""
+    reference = complete if len(complete) else values
+    return max(0.0, min(float(reference.min()), float(values.median())) - 0.02)
 
 
-def hyperparameter_columns(trials: pd.DataFrame, searchable: Sequence[str]) -> list[str]:
-    """Searched columns that vary; if none matches a known name, every varying column
-    that is neither a score nor an id."""
-    known = [c for c in trials.columns if _plain_name(c) in searchable]
-    varying = [c for c in known if trials[c].astype(str).nunique() > 1]
-    if known:
-        return varying or known
-    others = [c for c in trials.columns if c not in SCORE_COLUMNS and c.lower() not in ID_COLUMNS]
-    return [c for c in others if trials[c].astype(str).nunique() > 1]
+def optimization_history(trials: pd.DataFrame) -> Figure:
+    """Each finished trial's validation accuracy in the order run, and the best complete
+    trial so far: the curve a search should push up."""
+    finished = trials[trials["state"].isin(["COMPLETE", "PRUNED"])]
+    complete = finished[finished["state"] == "COMPLETE"]
+    pruned = finished[finished["state"] == "PRUNED"]
+    fig, ax = plt.subplots(figsize=(8.4, 4.8), layout="constrained")
+    floor = _accuracy_floor(finished["value"], complete["value"])
+    shown_pruned = pruned["value"].clip(lower=floor)
+    ax.scatter(pruned["number"], shown_pruned, marker="x", color=PRUNED_COLOUR,
+               label="pruned (accuracy where it stopped; clipped at the bottom)")
+    ax.scatter(complete["number"], complete["value"], color="#4c72b0", edgecolor="black",
+               linewidth=0.4, zorder=3, label="complete (final accuracy)")
+    best_so_far = finished["value"].where(finished["state"] == "COMPLETE").cummax().ffill()
+    ax.step(finished["number"], best_so_far, where="post", color=BEST_COLOUR,
+            label="best complete trial so far")
+    if len(complete):
+        best = complete.loc[complete["value"].idxmax()]
+        ax.scatter([best["number"]], [best["value"]], s=220, facecolors="none",
+                   edgecolors=BEST_COLOUR, linewidth=2, zorder=4,
+                   label=f"best: trial {int(best['number'])}, {best['value']:.4f}")
+    ax.set_ylim(bottom=floor)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial number")
+    ax.set_ylabel("validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(f"Tuning history: {len(finished)} trials, {len(complete)} complete, "
+                 f"{len(pruned)} pruned")
+    return fig
 
 
-def budget_column(trials: pd.DataFrame, hyperparameters: Sequence[str],
-                  searchable: Sequence[str]) -> str | None:
-    """The first numeric column with 2 to MAX_BUDGET_GROUPS values that is no
-    hyperparameter, score or id: the budget (halving round, training samples), used to
-    colour the points."""
-    for column in trials.columns:
-        if (column in hyperparameters or column in SCORE_COLUMNS
-                or _plain_name(column) in searchable or column.lower() in ID_COLUMNS):
-            continue
-        values = pd.to_numeric(trials[column], errors="coerce")
-        if values.notna().all() and 1 < values.nunique() <= MAX_BUDGET_GROUPS:
-            return column
-    return None
+def trial_curves(curves: pd.DataFrame, trials: pd.DataFrame) -> Figure:
+    """Validation accuracy after every epoch of every trial: complete trials in colour,
+    pruned ones in grey up to the epoch where the pruner stopped them (x)."""
+    states = dict(zip(trials["number"], trials["state"]))
+    values = dict(zip(trials["number"], trials["value"]))
+    complete = [n for n, s in states.items() if s == "COMPLETE"]
+    best = max(complete, key=lambda n: values[n]) if complete else None
+    fig, ax = plt.subplots(figsize=(8.4, 5.0), layout="constrained")
+    colours = plt.cm.viridis(np.linspace(0.1, 0.85, max(1, len(complete))))
+    colour_of = dict(zip(complete, colours))
+    stops = set()
+    for number, curve in curves.groupby("number"):
+        state = states.get(number)
+        if state == "PRUNED":
+            ax.plot(curve["epoch"], curve["val_accuracy"], color=PRUNED_COLOUR, lw=0.8,
+                    alpha=0.7, gid=f"trial {number}")
+            ax.plot(curve["epoch"].iloc[-1], curve["val_accuracy"].iloc[-1], "x",
+                    color=PRUNED_COLOUR, ms=6)
+            stops.add(int(curve["epoch"].iloc[-1]))
+        elif state == "COMPLETE":
+            ax.plot(curve["epoch"], curve["val_accuracy"], "-o", ms=2.5,
+                    lw=2.6 if number == best else 1.2,
+                    color=BEST_COLOUR if number == best else colour_of[number],
+                    label=f"trial {number}" + (" (best)" if number == best else ""), zorder=3,
+                    gid=f"trial {number}")
+    for epoch in sorted(stops):
+        ax.axvline(epoch, color=PRUNED_COLOUR, linestyle=":", lw=0.8)
+    ax.plot([], [], "x-", color=PRUNED_COLOUR, lw=0.8,
+            label=f"pruned trials ({sum(s == 'PRUNED' for s in states.values())}), "
+                  f"x where stopped")
+    ax.set_ylim(bottom=_accuracy_floor(curves["val_accuracy"],
+                                       trials.loc[trials["state"] == "COMPLETE", "value"]))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncols=2, loc="lower right")
+    ax.set_title("Validation accuracy per epoch of every trial; dotted lines: epochs where "
+                 "the pruner stopped trials", fontsize=10)
+    return fig
+
+
+def _axis_positions(values: pd.Series) -> tuple[np.ndarray, list[tuple[float, str]]]:
+    """Values mapped to [0, 1] for one parallel axis, and the (position, label) ticks.
+    Numbers spread linearly, or by their logarithm when they span over a decade;
+    anything else (layer strings, true/false) as evenly spaced categories."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    is_numeric = numbers.notna().all() and values.map(lambda v: not isinstance(v, bool)).all()
+    if is_numeric and numbers.nunique() > 1:
+        scaled = numbers.astype(float)
+        log = scaled.min() > 0 and scaled.max() / scaled.min() > 10
+        if log:
+            scaled = np.log10(scaled)
+        low, high = scaled.min(), scaled.max()
+        positions = ((scaled - low) / (high - low)).to_numpy()
+        if numbers.nunique() <= 5:  # choices such as batch sizes: label each one
+            shown = sorted(numbers.unique())
+        else:
+            shown = [10 ** (low + f * (high - low)) if log else low + f * (high - low)
+                     for f in (0.0, 0.5, 1.0)]
+        spot = (lambda v: (np.log10(v) - low) / (high - low)) if log else \
+            (lambda v: (v - low) / (high - low))
+        return positions, [(spot(v), f"{v:.3g}") for v in shown]
+    categories = _sorted_categories(values)
+    spacing = max(1, len(categories) - 1)
+    index = {c: i / spacing if len(categories) > 1 else 0.5 for i, c in enumerate(categories)}
+    return values.astype(str).map(index).to_numpy(), [(p, c) for c, p in index.items()]
 
 
 def _sorted_categories(values: pd.Series) -> list[str]:
-    """Numbers in numeric order; anything else (layer lists) in the order tried."""
-    unique = values.astype(str).unique().tolist()
+    """Numbers in numeric order; anything else (layer strings) in sorted order."""
+    unique = sorted(values.astype(str).unique().tolist())
     numbers = pd.to_numeric(pd.Series(unique), errors="coerce")
     if numbers.notna().all():
         return [u for _, u in sorted(zip(numbers, unique))]
     return unique
 
 
-def _spread(positions: np.ndarray) -> np.ndarray:
-    """Deterministic side-by-side offsets so points of one category do not overlap."""
-    offsets = np.zeros(len(positions))
-    for position in np.unique(positions):
-        members = np.flatnonzero(positions == position)
-        if len(members) > 1:
-            offsets[members] = np.linspace(-0.25, 0.25, len(members))
-    return positions + offsets
-
-
-def tuning_results(trials: pd.DataFrame, searchable: Sequence[str]) -> Figure:
-    """Validation accuracy of every trial against each searched hyperparameter."""
-    trials = trials.dropna(subset=["val_accuracy"]).reset_index(drop=True)
-    hyperparameters = hyperparameter_columns(trials, searchable) or ["trial #"]
-    if hyperparameters == ["trial #"]:
-        trials = trials.assign(**{"trial #": np.arange(len(trials))})
-    budget = budget_column(trials, hyperparameters, searchable)
-    columns = min(3, len(hyperparameters))
-    rows = -(-len(hyperparameters) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.9 * rows + 0.5),
-                             sharey=True, squeeze=False, layout="constrained")
-    for ax in axes.flat[len(hyperparameters):]:
-        ax.axis("off")
-    best = int(trials["val_accuracy"].idxmax()) if len(trials) else None
-    for ax, column in zip(axes.flat, hyperparameters):
-        _tuning_panel(ax, trials, column, budget, best)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("validation accuracy")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(6, len(handles)),
-                   fontsize=8)
-    fig.suptitle(f"Tuning: validation accuracy of {len(trials)} trials against the "
-                 "searched hyperparameters")
+def parallel_coordinates(trials: pd.DataFrame, columns: Sequence[str]) -> Figure:
+    """One line per finished trial through its searched settings to its validation
+    accuracy: complete trials coloured by accuracy, pruned ones light grey."""
+    finished = trials[trials["state"].isin(["COMPLETE", "PRUNED"])].reset_index(drop=True)
+    axes_columns = [*columns, "value"]
+    names = [*columns, "validation\naccuracy"]
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.9 * len(axes_columns)), 5.2),
+                           layout="constrained")
+    complete = (finished["state"] == "COMPLETE").to_numpy()
+    floor = _accuracy_floor(finished["value"], finished.loc[complete, "value"])
+    shown = finished.assign(value=finished["value"].clip(lower=floor))
+    positions, ticks = {}, {}
+    for column in axes_columns:
+        positions[column], ticks[column] = _axis_positions(shown[column])
+    x = np.arange(len(axes_columns))
+    values = finished["value"].to_numpy(dtype=float)
+    norm = plt.Normalize(values[complete].min() if complete.any() else 0, values.max())
+    for i in np.argsort(np.where(complete, values, -np.inf)):  # best drawn last, on top
+        y = [positions[c][i] for c in axes_columns]
+        if complete[i]:
+            ax.plot(x, y, color=plt.cm.viridis(norm(values[i])), lw=1.8, zorder=3)
+        else:
+            ax.plot(x, y, color=PRUNED_COLOUR, lw=0.7, alpha=0.5, linestyle="--")
+    for xi, column in zip(x, axes_columns):
+        ax.axvline(xi, color="black", lw=0.8)
+        for position, label in ticks[column]:
+            ax.text(xi + 0.04, position, label, fontsize=7, va="center")
+    ax.set_xticks(x, names)
+    ax.set_yticks([])
+    ax.set_xlim(-0.2, len(axes_columns) - 0.5)
+    ax.set_ylim(-0.05, 1.05)
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+    mappable = plt.cm.ScalarMappable(norm=norm, cmap="viridis")
+    fig.colorbar(mappable, ax=ax, label="validation accuracy of complete trials")
+    ax.set_title(f"Settings of {len(finished)} trials: complete in colour, pruned dashed grey "
+                 f"(accuracy where stopped, clipped at {floor:.3f})", fontsize=10)
     return fig
 
 
-def _tuning_panel(ax, trials: pd.DataFrame, column: str, budget: str | None,
-                  best: int | None) -> None:
-    categories = _sorted_categories(trials[column])
-    positions = trials[column].astype(str).map({c: i for i, c in enumerate(categories)})
-    x = _spread(positions.to_numpy(dtype=float))
-    y = trials["val_accuracy"].to_numpy()
-    groups = sorted(trials[budget].unique()) if budget else [None]
-    colours = plt.cm.viridis(np.linspace(0.1, 0.85, len(groups)))
-    for group, colour in zip(groups, colours):
-        members = (trials[budget] == group).to_numpy() if budget else np.ones(len(y), bool)
-        ax.scatter(x[members], y[members], color=colour, s=36, edgecolor="black",
-                   linewidth=0.4, label=f"{budget} = {group}" if budget else "trial")
-    if best is not None:
-        ax.scatter(x[best], y[best], marker="o", s=220, facecolors="none", edgecolors=WRONG,
-                   linewidth=2, zorder=3, label="highest validation accuracy")
-    ax.set_xticks(range(len(categories)), categories, rotation=20 if len(categories) > 4 else 0)
-    ax.set_xlim(-0.6, len(categories) - 0.4)
-    ax.set_xlabel(_plain_name(column))
-    ax.set_title(f"by {_plain_name(column)}")
-    ax.grid(axis="y", alpha=0.3)
+def param_importance(importance: pd.DataFrame) -> Figure:
+    """fANOVA importance per searched setting, largest on top."""
+    fig, ax = plt.subplots(figsize=(7.0, 0.45 * max(3, len(importance)) + 1.4),
+                           layout="constrained")
+    if importance.empty:
+        ax.text(0.5, 0.5, "too few finished trials to estimate importances", ha="center",
+                va="center")
+        ax.axis("off")
+        return fig
+    ordered = importance.sort_values("importance")
+    bars = ax.barh(ordered["setting"], ordered["importance"], color="#4c72b0")
+    ax.bar_label(bars, fmt="{:.2f}", padding=2, fontsize=8)
+    ax.set_xlim(0, max(1e-9, ordered["importance"].max()) * 1.18)
+    ax.set_xlabel("share of the variance in validation accuracy it explains (fANOVA)")
+    first = importance.iloc[0]
+    ax.set_title(f"Hyperparameter importance: validation accuracy at epoch {int(first['epoch'])}"
+                 f",\nwhich all {int(first['trials'])} finished trials reached", fontsize=10)
+    return fig

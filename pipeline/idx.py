@@ -40,12 +40,17 @@ def encode(array: np.ndarray) -> bytes:
     return gzip.compress(header + array.tobytes(), compresslevel=6, mtime=0)
 
 
-def decode(data: bytes, name: str) -> np.ndarray:
-    """Parse gzipped IDX bytes; every malformation raises DataError naming `name`."""
+def decompress(data: bytes, name: str) -> bytes:
+    """The IDX bytes inside a .gz file; a damaged gzip raises DataError naming `name`."""
     try:
-        raw = gzip.decompress(data)
+        return gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{name}: not a valid gzip file ({exc})") from None
+
+
+def decode(data: bytes, name: str) -> np.ndarray:
+    """Parse gzipped IDX bytes; every malformation raises DataError naming `name`."""
+    raw = decompress(data, name)
     if len(raw) < 4:
         raise DataError(f"{name}: truncated IDX header ({len(raw)} bytes)")
     zero1, zero2, dtype, ndim = struct.unpack(">BBBB", raw[:4])

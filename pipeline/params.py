@@ -4,14 +4,16 @@ This is the one module that knows the keys. A stage calls `load(stage)` and can 
 only the keys its dvc.yaml entry lists under `params:`; reading any other key fails
 loudly, because an undeclared read is a silent reproducibility bug (DVC would not rerun
 the stage when that key changes). Every value is checked here, before any long work,
-and a bad one raises ParamsError naming the key.
+and a bad one raises ParamsError naming the key. A key no stage knows (a typo) stops
+every stage, whichever keys that stage declares.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, get_type_hints
 
 import yaml
 
@@ -20,12 +22,13 @@ from pipeline.errors import ParamsError
 PARAMS_FILE = "params.yaml"
 DVC_FILE = "dvc.yaml"
 
-SOURCES = ("auto", "local", "official", "npm")
+SOURCES = ("auto", "local", "official", "debian", "npm")
 NORMALIZATIONS = ("scale", "standardize")
 ACTIVATIONS = ("relu", "elu", "gelu", "selu", "swish", "tanh")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 LR_SCHEDULES = ("constant", "cosine")
-TUNE_METHODS = ("grid", "random", "halving")
+TUNE_SAMPLERS = ("tpe", "random", "grid")
+TUNE_PRUNERS = ("asha", "median", "none")
 
 
 # --- reading the files -------------------------------------------------------------
@@ -96,17 +99,54 @@ class StageParams:
             raise ParamsError(f"{key}: missing from {PARAMS_FILE}")
         return block[name]
 
-    def section_keys(self, section: str) -> list[str]:
-        """Keys present under a declared section (to reject typos such as 'learnig_rate')."""
-        if section not in self._declared:
-            return []
-        block = self._params.get(section)
-        return list(block) if isinstance(block, dict) else []
-
 
 def load(stage: str, params_file: str | Path = PARAMS_FILE,
          dvc_file: str | Path = DVC_FILE) -> StageParams:
-    return StageParams(stage, read_yaml(params_file), declared_params(stage, dvc_file))
+    """The stage's declared slice of params.yaml, once the whole file has no unknown key."""
+    values = read_yaml(params_file)
+    refuse_unknown_keys(values)
+    return StageParams(stage, values, declared_params(stage, dvc_file))
+
+
+# --- unknown keys ------------------------------------------------------------------------
+
+
+def known_keys() -> dict[str, set[str]]:
+    """Section -> its keys, from the fields of the params dataclasses below."""
+    known: dict[str, set[str]] = {}
+    todo = list(_Section.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        known.setdefault(cls.SECTION, set()).update(f.name for f in fields(cls))
+    return known
+
+
+def _did_you_mean(section: str, name: str, known: dict[str, set[str]]) -> str:
+    """The closest valid key: in the same section first, then in any section."""
+    same = difflib.get_close_matches(name, sorted(known[section]), n=1)
+    if same:
+        return f"did you mean {section}.{same[0]}?"
+    anywhere = sorted((key, other) for other, keys in known.items() for key in keys)
+    close = difflib.get_close_matches(name, [key for key, _ in anywhere], n=1)
+    if close:
+        other = next(other for key, other in anywhere if key == close[0])
+        return f"did you mean {other}.{close[0]}?"
+    return f"known: {', '.join(sorted(known[section]))}"
+
+
+def refuse_unknown_keys(values: Mapping[str, Any]) -> None:
+    """Stop at the first section or key that no params class has: a typo, most likely."""
+    known = known_keys()
+    for section, block in values.items():
+        if section not in known:
+            close = difflib.get_close_matches(str(section), sorted(known), n=1)
+            hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(sorted(known))}"
+            raise ParamsError(f"{section}: unknown section; {hint}")
+        for name in block if isinstance(block, dict) else ():
+            if name not in known[section]:
+                raise ParamsError(f"{section}.{name}: unknown key; "
+                                  f"{_did_you_mean(section, str(name), known)}")
 
 
 # --- checking single values -----------------------------------------------------------
@@ -197,7 +237,6 @@ class _Section:
     def from_params(cls, params: StageParams, overrides: Mapping[str, Any] | None = None):
         """Read every field from `params`, or from `overrides` (tune's trial values)."""
         overrides = overrides or {}
-        _refuse_unknown_keys(cls, params)
         values = {}
         for name, check in cls.CHECKS.items():
             key = f"{cls.SECTION}.{name}"
@@ -207,15 +246,6 @@ class _Section:
     def _check_together(self):
         """Rules that span fields; overridden where a section has them."""
         return self
-
-
-def _refuse_unknown_keys(cls, params: StageParams) -> None:
-    siblings = [c for c in _Section.__subclasses__() if c.SECTION == cls.SECTION]
-    known = {name for c in siblings for name in c.field_names()}
-    for name in params.section_keys(cls.SECTION):
-        if name not in known:
-            raise ParamsError(f"{cls.SECTION}.{name}: unknown key "
-                              f"(known: {', '.join(sorted(known))})")
 
 
 @dataclass(frozen=True)
@@ -290,61 +320,180 @@ class TrainParams(_Section):
     seed: int
 
 
-# Hyperparameters tune may search: each belongs to the model or the train section.
+# --- the tune section: a search space over every model and train setting -----------------
+
+# What a trial needs: every model and train setting; tune.seed stands for train.seed.
 SEARCHABLE: dict[str, type[_Section]] = {
     **{name: ModelParams for name in ModelParams.field_names()},
     **{name: TrainParams for name in TrainParams.field_names() if name != "seed"},
 }
+RANGE_KEYS = ("low", "high", "log")
 
 
-def check_space(key: str, space: Any) -> dict[str, tuple]:
-    """The search space: a non-empty mapping of searchable name -> non-empty list."""
-    if not isinstance(space, dict) or not space:
-        raise ParamsError(f"{key}: must be a non-empty mapping of hyperparameter -> "
-                          f"list of values, got {space!r}")
-    checked = {}
-    for name, values in space.items():
-        name_key = f"{key}.{name}"
+@dataclass(frozen=True)
+class Range:
+    """Searched between low and high (integers for an integer setting), log-uniform if log."""
+
+    low: float
+    high: float
+    log: bool
+    integer: bool
+
+
+@dataclass(frozen=True)
+class Choices:
+    """Searched among these values, as written: Optuna's storages take numbers and strings."""
+
+    values: tuple
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """Not searched: every trial uses this value."""
+
+    value: Any
+
+
+SpaceEntry = Range | Choices | Fixed
+
+
+def parse_layers(key: str, value: Any) -> tuple[int, ...]:
+    """Hidden layers written '512-256' (or 512 for one layer): a string, so that a list
+    in params.yaml always means choices and Optuna can store the choice."""
+    text = str(value) if _is_int(value) else value
+    if not isinstance(text, str) or not all(p.strip().isdigit() for p in text.split("-")):
+        raise ParamsError(f"{key}: must be layer widths such as '512-256' (or one integer), "
+                          f"got {value!r}")
+    return check_units(key, [int(p) for p in text.split("-")])
+
+
+def setting_value(name: str, value: Any, key: str) -> Any:
+    """A space value as the model/train setting `name` takes it, checked."""
+    if name == "hidden_units":
+        value = parse_layers(key, value)
+    return SEARCHABLE[name].CHECKS[name](key, value)
+
+
+def _setting_type(name: str) -> type:
+    return get_type_hints(SEARCHABLE[name])[name]
+
+
+def check_range(key: str, name: str, spec: dict) -> Range:
+    kind = _setting_type(name)
+    if kind not in (int, float):
+        raise ParamsError(f"{key}: a range needs a numeric setting; give a list of choices or "
+                          f"one value")
+    for part in spec:
+        if part not in RANGE_KEYS:
+            raise ParamsError(f"{key}.{part}: unknown key in a range (known: "
+                              f"{', '.join(RANGE_KEYS)})")
+    for part in ("low", "high"):
+        if part not in spec:
+            raise ParamsError(f"{key}.{part}: missing; a range is {{low: .., high: .., "
+                              f"log: true|false}}")
+    low = setting_value(name, spec["low"], f"{key}.low")
+    high = setting_value(name, spec["high"], f"{key}.high")
+    log = check_bool(f"{key}.log", spec.get("log", False))
+    if low > high:
+        raise ParamsError(f"{key}: low ({low}) must not exceed high ({high})")
+    if log and low <= 0:
+        raise ParamsError(f"{key}.low: must be > 0 on a log scale, got {low}")
+    return Range(low, high, log, integer=kind is int)
+
+
+def check_space_entry(key: str, name: str, value: Any) -> SpaceEntry:
+    """{low, high, log} is a range, a list is choices, anything else one fixed value."""
+    if isinstance(value, dict):
+        return check_range(key, name, value)
+    if not isinstance(value, list):
+        setting_value(name, value, key)
+        return Fixed(value)
+    if not value:
+        raise ParamsError(f"{key}: an empty list of choices; give at least one value")
+    for i, choice in enumerate(value):
+        if not isinstance(choice, (str, int, float, bool)):
+            raise ParamsError(f"{key}[{i}]: a choice must be a number, a string or true/false "
+                              f"(layers are written '512-256'), got {choice!r}")
+        setting_value(name, choice, f"{key}[{i}]")
+    if len({(type(c), c) for c in value}) < len(value):  # a grid would run a trial twice
+        raise ParamsError(f"{key}: lists a choice more than once: {value!r}")
+    return Choices(tuple(value))
+
+
+def check_space(key: str, space: Any) -> dict[str, SpaceEntry]:
+    """Every setting a trial needs, each a range, choices or a fixed value; nothing else."""
+    if not isinstance(space, dict):
+        raise ParamsError(f"{key}: must be a mapping of model/train setting -> range, list of "
+                          f"choices or one value, got {space!r}")
+    for name in space:
         if name not in SEARCHABLE:
-            raise ParamsError(f"{name_key}: not a searchable hyperparameter "
-                              f"(searchable: {', '.join(sorted(SEARCHABLE))})")
-        if not isinstance(values, list) or not values:
-            raise ParamsError(f"{name_key}: must be a non-empty list of values, got {values!r}")
-        check = SEARCHABLE[name].CHECKS[name]
-        checked[name] = tuple(check(f"{name_key}[{i}]", v) for i, v in enumerate(values))
-        if len(set(checked[name])) < len(values):  # a grid would run the same trial twice
-            raise ParamsError(f"{name_key}: lists a value more than once: {values!r}")
-    return checked
+            close = difflib.get_close_matches(str(name), list(SEARCHABLE), n=1)
+            hint = f"did you mean {key}.{close[0]}?" if close else \
+                f"known: {', '.join(SEARCHABLE)}"
+            raise ParamsError(f"{key}.{name}: unknown key, not a model or train setting; {hint}")
+    for name in SEARCHABLE:
+        if name not in space:
+            raise ParamsError(f"{key}.{name}: missing; the tune section lists every setting a "
+                              f"trial needs (a range, a list of choices or one value)")
+    return {name: check_space_entry(f"{key}.{name}", name, value)
+            for name, value in space.items()}
+
+
+def smallest(entry: SpaceEntry) -> Any:
+    if isinstance(entry, Range):
+        return entry.low
+    return min(entry.values) if isinstance(entry, Choices) else entry.value
 
 
 @dataclass(frozen=True)
 class TuneParams(_Section):
-    """The search: method, budget and space."""
+    """The search: its size, sampler, pruner, seed and space."""
 
     SECTION = "tune"
     CHECKS = {
-        "method": _one_of(TUNE_METHODS),
-        "max_trials": _int_in(low=1),
-        "halving_factor": _int_in(low=2),
-        "min_resource_fraction": _float_in(0.0, 1.0, low_open=True),
-        "seed": _int_in(low=0),
+        "n_trials": _int_in(1, 100_000),
+        "sampler": _one_of(TUNE_SAMPLERS),
+        "startup_trials": _int_in(low=0),
+        "pruner": _one_of(TUNE_PRUNERS),
+        "min_epochs": _int_in(low=1),
+        "reduction_factor": _int_in(low=2),
+        "seed": _int_in(0, 2**31 - 1),
         "space": check_space,
     }
-    method: str
-    max_trials: int
-    halving_factor: int
-    min_resource_fraction: float
+    n_trials: int
+    sampler: str
+    startup_trials: int
+    pruner: str
+    min_epochs: int
+    reduction_factor: int
     seed: int
-    space: Mapping[str, tuple]
+    space: Mapping[str, SpaceEntry]
 
     def _check_together(self):
-        too_large = self.min_resource_fraction * self.halving_factor > 1 + 1e-9
-        if self.method == "halving" and too_large:
-            raise ParamsError(
-                f"tune.min_resource_fraction: must be <= 1/halving_factor "
-                f"({1 / self.halving_factor:.3g}) so that halving has a round on less data, "
-                f"got {self.min_resource_fraction}")
+        for name, entry in self.space.items():
+            if self.sampler == "grid" and isinstance(entry, Range):
+                raise ParamsError(f"tune.space.{name}: the grid sampler needs a list of values, "
+                                  f"not a range")
+        fewest_epochs = smallest(self.space["epochs"])
+        if self.pruner != "none" and self.min_epochs >= fewest_epochs:
+            raise ParamsError(f"tune.min_epochs: must be below the epochs of every trial "
+                              f"({fewest_epochs} in tune.space.epochs), or nothing is pruned; "
+                              f"got {self.min_epochs}")
         return self
+
+    @property
+    def searched(self) -> list[str]:
+        return [name for name, entry in self.space.items() if not isinstance(entry, Fixed)]
+
+
+def trial_settings(values: Mapping[str, Any], seed: int) -> tuple[ModelParams, TrainParams]:
+    """A trial's model and train settings from the space values it drew."""
+    def build(cls, **extra):
+        return cls(**{name: setting_value(name, values[name], f"tune.space.{name}")
+                      for name in cls.field_names() if name not in extra},
+                   **extra)._check_together()
+
+    return build(ModelParams), build(TrainParams, seed=seed)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """prepare stage: split a stratified validation set off the training set and normalize.
 
 Writes data/prepared/{train,val,test}.npz (x: float32 (N, 784), y: uint8 (N,)) and
-data_card.json. Normalization statistics come from the training split only, so no
-information from validation or test leaks into training.
+data_card.json. Nothing leaks into training: normalization statistics come from the
+training split only, copies of an image stay on one side of the validation split, and
+a training image identical to a test image is dropped (the data card counts both).
 """
 
 from __future__ import annotations
@@ -12,48 +13,60 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from pipeline import CLASS_NAMES, NUM_CLASSES, idx, params
 from pipeline.atomic import write_json
 from pipeline.cli import log, run_stage
+from pipeline.duplicates import image_groups, stratified_group_split, twins_in
 from pipeline.errors import DataError
 from pipeline.idx import RAW_DIR
+from pipeline.normalization import DATA_CARD_NAME, to_features
 from pipeline.splits import PREPARED_DIR, Split, save_split
 
 
 def split_validation(images: np.ndarray, labels: np.ndarray, val_fraction: float,
                      seed: int) -> tuple[Split, Split]:
-    """A seeded split that keeps each class's share equal in train and val."""
-    counts = np.bincount(labels, minlength=NUM_CLASSES)
+    """A seeded split that keeps each class's share equal in train and val, with all
+    copies of an image on the same side."""
+    groups = image_groups(images)
+    distinct = labels[np.unique(groups, return_index=True)[1]]
+    counts = np.bincount(distinct, minlength=NUM_CLASSES)
     if counts.min() < 2:
-        raise DataError(f"training set has only {counts.min()} image(s) of class "
+        raise DataError(f"training set has only {counts.min()} distinct image(s) of class "
                         f"{CLASS_NAMES[int(counts.argmin())]}; a stratified split needs 2")
     try:
-        train_idx, val_idx = train_test_split(np.arange(len(labels)), test_size=val_fraction,
-                                              stratify=labels, random_state=seed)
+        train_idx, val_idx = stratified_group_split(labels, groups, val_fraction, seed)
     except ValueError as exc:  # e.g. fewer val samples than classes
         raise DataError(f"cannot split with data.val_fraction={val_fraction}: {exc}") from None
     return (images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx])
 
 
+def without_test_twins(images: np.ndarray, labels: np.ndarray,
+                       test_images: np.ndarray) -> tuple[Split, int]:
+    """The training images minus any that a test image copies exactly, and their count."""
+    twins = twins_in(images, test_images)
+    return (images[~twins], labels[~twins]), int(twins.sum())
+
+
+def duplicate_count(images: np.ndarray) -> int:
+    """Images that are exact copies of an earlier one."""
+    return len(images) - len(np.unique(image_groups(images)))
+
+
 def normalizer(train_images: np.ndarray, method: str) -> tuple[float, float]:
-    """(offset, scale) such that x = (pixels - offset) / scale."""
+    """(offset, scale) such that x = (pixels - offset) / scale (normalization.normalize)."""
     if method == "scale":
         return 0.0, 255.0
     pixels = train_images.astype(np.float64)
     return float(pixels.mean()), float(pixels.std())
 
 
-def to_features(images: np.ndarray, offset: float, scale: float) -> np.ndarray:
-    flat = images.reshape(len(images), -1).astype(np.float32)
-    return (flat - np.float32(offset)) / np.float32(scale)
-
-
-def prepare_arrays(raw_dir: Path, settings: params.PrepareParams) -> tuple[dict, dict]:
-    """The three normalized splits and the normalization record."""
+def prepare_arrays(raw_dir: Path, settings: params.PrepareParams) -> tuple[dict, dict, dict]:
+    """The three normalized splits, the normalization record and the duplicates record."""
     train_images, train_labels = idx.read_split(raw_dir, "train")
     test_images, test_labels = idx.read_split(raw_dir, "test")
+    (train_images, train_labels), dropped = without_test_twins(train_images, train_labels,
+                                                               test_images)
     (tr_x, tr_y), (va_x, va_y) = split_validation(train_images, train_labels,
                                                   settings.val_fraction, settings.seed)
     offset, scale = normalizer(tr_x, settings.normalize)
@@ -62,7 +75,12 @@ def prepare_arrays(raw_dir: Path, settings: params.PrepareParams) -> tuple[dict,
         "val": (to_features(va_x, offset, scale), va_y),
         "test": (to_features(test_images, offset, scale), test_labels),
     }
-    return splits, {"method": settings.normalize, "offset": offset, "scale": scale}
+    duplicates = {
+        "train_dropped_as_copies_of_test": dropped,
+        "train_copies_kept_on_one_side": duplicate_count(train_images),
+        "test_copies": duplicate_count(test_images),
+    }
+    return splits, {"method": settings.normalize, "offset": offset, "scale": scale}, duplicates
 
 
 def content_hash(x: np.ndarray, y: np.ndarray) -> str:
@@ -72,11 +90,14 @@ def content_hash(x: np.ndarray, y: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def data_card(splits: dict, normalization: dict, source: dict) -> dict:
+def data_card(splits: dict, normalization: dict, source: dict, duplicates: dict) -> dict:
     return {
         "source": source.get("source"),
         "official_split": source.get("official_split"),
         "source_note": source.get("note"),
+        **({"source_package": source["package"]} if "package" in source else {}),
+        **({"source_version": source["version"]} if "version" in source else {}),
+        "duplicates": duplicates,
         "class_names": list(CLASS_NAMES),
         "counts": {name: len(y) for name, (_, y) in splits.items()},
         "counts_per_class": {
@@ -100,12 +121,12 @@ def read_source_record(raw_dir: Path) -> dict:
 
 def prepare(settings: params.PrepareParams, raw_dir: Path = RAW_DIR,
             out_dir: Path = PREPARED_DIR) -> dict:
-    splits, normalization = prepare_arrays(raw_dir, settings)
-    card = data_card(splits, normalization, read_source_record(raw_dir))
+    splits, normalization, duplicates = prepare_arrays(raw_dir, settings)
+    card = data_card(splits, normalization, read_source_record(raw_dir), duplicates)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, (x, y) in splits.items():
         save_split(out_dir / f"{name}.npz", x, y)
-    write_json(out_dir / "data_card.json", card)
+    write_json(out_dir / DATA_CARD_NAME, card)
     return card
 
 

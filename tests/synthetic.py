@@ -24,13 +24,28 @@ def make_images(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+def make_garment_images(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """make_images with black columns left and right, as a Fashion-MNIST garment has: an
+    object on a dark background, full height, for code that looks at the background."""
+    images, labels = make_images(n_per_class, seed)
+    images[:, :, :5] = 0
+    images[:, :, -5:] = 0
+    return images, labels
+
+
 def write_idx_dataset(folder: Path, n_train_per_class: int = 40, n_test_per_class: int = 10,
-                      with_md5sums: bool = True) -> Path:
-    """The four IDX .gz files (and an MD5SUMS manifest) in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
+                      with_md5sums: bool = True, make=make_images) -> Path:
+    """The four IDX .gz files (and an MD5SUMS manifest) in `folder`, images from `make`."""
     arrays = {}
-    arrays["train_images"], arrays["train_labels"] = make_images(n_train_per_class, seed=1)
-    arrays["test_images"], arrays["test_labels"] = make_images(n_test_per_class, seed=2)
+    arrays["train_images"], arrays["train_labels"] = make(n_train_per_class, seed=1)
+    arrays["test_images"], arrays["test_labels"] = make(n_test_per_class, seed=2)
+    return write_idx_files(folder, arrays, with_md5sums)
+
+
+def write_idx_files(folder: Path, arrays: dict[str, np.ndarray],
+                    with_md5sums: bool = True) -> Path:
+    """`arrays` (keys as idx.FILES) as the four IDX .gz files, with an MD5SUMS manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
     lines = []
     for key, name in idx.FILES.items():
         data = idx.encode(arrays[key])

@@ -148,6 +148,11 @@ def test_stage_writes_metrics_and_reports(workspace, splits):
         assert len(pd.read_csv(folder / evaluate.PER_CLASS_FILE)) == NUM_CLASSES
     assert document["gain"]["macro_f1"] == pytest.approx(
         document["tuned"]["macro_f1"] - document["baseline"]["macro_f1"])
+    import tensorflow
+
+    record = json.loads(evaluate.PLATFORM_PATH.read_text())  # beside metrics.json
+    assert evaluate.PLATFORM_PATH.parent == evaluate.METRICS_PATH.parent
+    assert record["tensorflow"] == tensorflow.__version__ and record["cpu"]
 
 
 def test_missing_model_stops_with_its_name_and_writes_nothing(workspace):

@@ -6,9 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline.model import build_model, compile_model, renumber_shared_objects, save_model
+from pipeline.model import (OPTIMIZERS, build_model, compile_model, renumber_shared_objects,
+                            save_model)
 from pipeline.params import ModelParams, TrainParams
-from pipeline.training import fit
+from pipeline.training import fit, make_dataset, seed_everything
 
 
 def model_params(**overrides):
@@ -80,6 +81,56 @@ def test_training_learns_and_is_deterministic(splits):
     assert first.history == second.history
     for a, b in zip(first.model.get_weights(), second.model.get_weights(), strict=True):
         assert np.array_equal(a, b)
+
+
+def test_each_epoch_is_a_new_seeded_permutation_of_every_sample():
+    x, y = np.arange(30, dtype=np.float32).reshape(10, 3), np.arange(10)
+
+    def epochs(seed):
+        seed_everything(1)
+        data = make_dataset(x, y, batch_size=4, shuffle_seed=seed)
+        return [[batch[1].numpy().tolist() for batch in data] for _ in range(3)]
+
+    first = epochs(5)
+    assert [[len(batch) for batch in epoch] for epoch in first] == [[4, 4, 2]] * 3
+    assert all(sorted(sum(epoch, [])) == list(range(10)) for epoch in first)
+    assert len({str(epoch) for epoch in first}) == 3  # reshuffled every epoch
+    assert epochs(5) == first and epochs(6) != first
+    images, labels = next(iter(make_dataset(x, y, batch_size=4, shuffle_seed=5)))
+    assert np.array_equal(images.numpy(), x[labels.numpy()])  # pairs stay together
+    assert [b[1].numpy().tolist() for b in make_dataset(x, y, 4)] == \
+        [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]  # unshuffled: in order
+
+
+def test_fused_adam_matches_keras_adam():
+    """The fused kernel computes Keras's formula: the same weights up to rounding."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((256, 20), dtype=np.float32), rng.integers(0, 10, 256)
+    weights = []
+    for optimizer in (keras.optimizers.Adam(0.01), OPTIMIZERS["adam"](0.01)):
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(16, "relu"),
+                                  keras.layers.Dense(10, "softmax")])
+        model.compile(optimizer, "sparse_categorical_crossentropy")
+        model.fit(x, y, batch_size=32, epochs=3, shuffle=False, verbose=0)
+        weights.append(model.get_weights())
+    fused = OPTIMIZERS["adam"](0.01)
+    assert fused.update_step.__func__ is not keras.optimizers.Adam.update_step
+    assert type(fused) is keras.optimizers.Adam  # saves and loads as plain Adam
+    for keras_weights, fused_weights in zip(*weights, strict=True):
+        np.testing.assert_allclose(fused_weights, keras_weights, atol=1e-4)
+
+
+def test_extra_callbacks_see_every_epochs_validation_accuracy(splits):
+    seen = []
+
+    class Spy(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(logs["val_accuracy"])
+
+    result = fit(model_params(), train_params(epochs=3), splits["train"], splits["val"],
+                 verbose=False, callbacks=[Spy()])
+    assert seen == result.history["val_accuracy"] and len(seen) == 3
 
 
 def test_early_stopping_keeps_the_best_epoch(splits):

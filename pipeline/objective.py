@@ -1,0 +1,73 @@
+"""One tune trial: train the configuration the sampler drew, report validation accuracy
+after every epoch, stop when the pruner says so, and keep the model if it is the best
+complete one so far. This is the TensorFlow side of the search; pipeline/study.py is the
+Optuna side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import optuna
+import tensorflow as tf
+
+from pipeline import model, params, splits, study, training
+
+HISTORY = "history"  # user attr: the per-epoch numbers Keras logged (loss, accuracy, val_*)
+
+
+class PruneOnEpoch(keras.callbacks.Callback):
+    """Reports val accuracy to the trial after each epoch (step = epoch, from 1) and stops
+    training when the pruner says so. Written here rather than taken from
+    optuna-integration, whose Keras extra pulls the full tensorflow next to tensorflow-cpu."""
+
+    def __init__(self, trial: optuna.Trial, epochs: int):
+        super().__init__()
+        self.trial, self.epochs = trial, epochs
+        self.pruned_at: int | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = epoch + 1
+        self.trial.report(float(logs["val_accuracy"]), step)
+        # Never at the last epoch: a trial that ran its whole budget is complete.
+        if step < self.epochs and self.trial.should_prune():
+            self.pruned_at = step
+            self.model.stop_training = True
+
+
+class Objective:
+    """Called by Optuna once per trial; returns the trial's validation accuracy."""
+
+    def __init__(self, tune: params.TuneParams, train: training.Split, val: training.Split,
+                 store: optuna.artifacts.FileSystemArtifactStore):
+        # A fresh model per trial is the point here; TensorFlow's retracing warning is noise.
+        tf.get_logger().setLevel("ERROR")
+        self.tune, self.train, self.val, self.store = tune, train, val, store
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        values = study.suggest(trial, self.tune.space)
+        model_settings, train_settings = params.trial_settings(values, self.tune.seed)
+        keras.utils.clear_session(free_memory=True)  # one model in memory at a time
+        pruning = PruneOnEpoch(trial, train_settings.epochs)
+        result = training.fit(model_settings, train_settings, self.train, self.val,
+                     callbacks=[pruning], verbose=False)
+        trial.set_user_attr(HISTORY, result.history)
+        if pruning.pruned_at is not None:
+            raise optuna.TrialPruned(f"pruned at epoch {pruning.pruned_at}")
+        study.keep_if_best(trial, result.val_accuracy, self.store,
+                           lambda path: model.save_model(result.model, path))
+        return result.val_accuracy
+
+
+def code_digest() -> str:
+    """The code and library versions a trial's result depends on: changing any of them
+    starts a new study instead of reusing trials trained by other code."""
+    modules = (params, study, training, model, splits, sys.modules[__name__])
+    versions = f"optuna {optuna.__version__} tf {tf.__version__} keras {keras.__version__} " \
+               f"numpy {np.__version__}"
+    files = study.file_digest(Path(m.__file__) for m in modules)
+    return hashlib.sha256(f"{files} {versions}".encode()).hexdigest()

@@ -1,4 +1,5 @@
-"""Where the tune study lives: the embedded file by default, PostgreSQL when shared.
+"""Where the tune study lives: the embedded journal file by default, PostgreSQL when
+processes on many machines share it (README, "Tuning on many machines").
 
 The database URL comes from an environment variable, never from params.yaml or git:
 credentials stay out of the repository, and switching storage does not change the
@@ -10,15 +11,18 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import PipelineError
 
 STORAGE_ENV = "FMNIST_TUNE_STORAGE"
+ARTIFACTS_ENV = "FMNIST_TUNE_ARTIFACTS"
 
 # A worker records a heartbeat every HEARTBEAT_SECONDS while a trial runs; a RUNNING trial
-# silent for GRACE_SECONDS is failed by the next worker that looks, and rerun once more
-# at most MAX_RETRY times (a trial that kills its worker every time must not loop forever).
+# silent for GRACE_SECONDS is failed by the next process that looks and queued to rerun,
+# at most MAX_RETRY times (a trial that kills its worker every time must not loop forever;
+# past that, a freshly sampled trial takes its place).
 HEARTBEAT_SECONDS = 5
 GRACE_SECONDS = 20
 MAX_RETRY = 2
@@ -30,25 +34,45 @@ def storage_url() -> str | None:
     return os.environ.get(STORAGE_ENV, "").strip() or None
 
 
-def open_storage(embedded_path: Path, url: str | None = None):
-    """The study storage: `url` (or the environment's) if given, else the embedded file."""
-    url = url or storage_url()
+@dataclass
+class StudyHome:
+    """The study's storage and the artifact store holding its best model."""
+
+    storage: object
+    artifacts: object
+    shared: bool  # a database other processes may be filling right now
+    where: str  # for messages, never a password
+
+
+def open_home() -> StudyHome:
+    """The embedded journal under reports/tune/study/, or the shared database named by
+    FMNIST_TUNE_STORAGE with its models in FMNIST_TUNE_ARTIFACTS: a folder every machine
+    running trials can write and the stage can read (the model of the best trial, which
+    any of them may have run, waits there)."""
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from pipeline import study
+
+    url = storage_url()
     if url is None:
-        return open_embedded(embedded_path)
-    return open_database(url)
-
-
-def open_embedded(path: Path):
-    """The single-machine default: Optuna's journal file beside the tune reports."""
-    import optuna
-
-    # SEAM(issue 10): follow the tune stage's embedded storage once it is merged.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+        return StudyHome(study.embedded_storage(), study.artifact_store(), False,
+                         f"{study.STUDY_DIR}/")
+    folder = os.environ.get(ARTIFACTS_ENV, "").strip()
+    if not folder:
+        raise PipelineError(f"{STORAGE_ENV} is set, so {ARTIFACTS_ENV} must be too: a folder "
+                            "every machine running trials can write (the best model waits "
+                            "there until the stage writes it)")
+    storage = open_database(url)
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PipelineError(f"{ARTIFACTS_ENV}={folder}: {exc.strerror}") from None
+    return StudyHome(storage, FileSystemArtifactStore(folder), True,
+                     f"PostgreSQL at {describe(url)}")
 
 
 def describe(url: str) -> str:
-    """host:port/database of a URL, never its password; the URL itself if unparsable."""
+    """host:port/database of a URL, never its password."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -71,7 +95,6 @@ def open_database(url: str, heartbeat_seconds: int = HEARTBEAT_SECONDS,
     """
     import optuna
     import sqlalchemy.exc
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
     from sqlalchemy.engine import make_url
 
     where = describe(url)
@@ -88,13 +111,33 @@ def open_database(url: str, heartbeat_seconds: int = HEARTBEAT_SECONDS,
         # SQLAlchemy 2.1 would pick psycopg 3 for a bare postgresql://; the project ships
         # psycopg2 (binary wheels, no compiler needed on a worker machine).
         url = parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
-    with warnings.catch_warnings():  # heartbeats and their retry are marked experimental
+    with warnings.catch_warnings():  # heartbeats are marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return _connect(url, where, parsed.drivername, heartbeat_seconds, grace_seconds,
-                        RetryHeartbeatStaleTrialCallback(max_retry=max_retry))
+                        RerunStaleTrial(max_retry))
 
 
-def _connect(url, where, drivername, heartbeat_seconds, grace_seconds, retry):
+class RerunStaleTrial:
+    """The storage's heartbeat_stale_trial_callback: queue a rerun of a trial whose worker
+    died, with its settings, unless it already is the max_retry-th rerun of one.
+    Optuna's RetryHeartbeatStaleTrialCallback would copy the pruner's rung records into
+    the rerun (see study.rerun_failed)."""
+
+    def __init__(self, max_retry: int):
+        self.max_retry = max_retry
+
+    def __call__(self, shared_study, trial) -> None:
+        from pipeline import study
+
+        reruns, first = 0, trial
+        while study.RETRY_OF in first.user_attrs:
+            reruns += 1
+            first = shared_study.trials[first.user_attrs[study.RETRY_OF]]
+        if reruns < self.max_retry:
+            study.rerun_failed(shared_study, trial)
+
+
+def _connect(url, where, drivername, heartbeat_seconds, grace_seconds, on_stale):
     import optuna
     import sqlalchemy.exc
 
@@ -106,7 +149,7 @@ def _connect(url, where, drivername, heartbeat_seconds, grace_seconds, retry):
                                "pool_pre_ping": True},
                 heartbeat_interval=heartbeat_seconds,
                 grace_period=grace_seconds,
-                heartbeat_stale_trial_callback=retry,
+                heartbeat_stale_trial_callback=on_stale,
             )
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             if attempt == 2:

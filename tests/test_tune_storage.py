@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import tune_storage
+from pipeline import study, tune_storage
 from pipeline.errors import PipelineError
 from tests.postgres import free_port
 
@@ -41,29 +41,39 @@ def load_trials(url: str, study: str):
                              storage=tune_storage.open_database(url)).get_trials()
 
 
-def test_no_url_means_the_embedded_file(tmp_path, monkeypatch):
-    import optuna
+def test_no_url_means_the_embedded_journal(tmp_path, monkeypatch):
+    from optuna.storages import JournalStorage
 
     monkeypatch.delenv(tune_storage.STORAGE_ENV, raising=False)
-    storage = tune_storage.open_storage(tmp_path / "study.log")
-    assert not isinstance(storage, optuna.storages.RDBStorage)
+    monkeypatch.chdir(tmp_path)
+    home = tune_storage.open_home()
+    assert isinstance(home.storage, JournalStorage) and not home.shared
+    assert (tmp_path / study.STUDY_DIR / study.JOURNAL_NAME).exists()
 
 
-def test_the_url_comes_from_the_environment(monkeypatch, postgres_url):
+def test_the_url_and_artifacts_folder_come_from_the_environment(monkeypatch, postgres_url,
+                                                                 tmp_path):
     import optuna
 
     monkeypatch.setenv(tune_storage.STORAGE_ENV, postgres_url)
-    storage = tune_storage.open_storage(Path("unused.log"))
-    assert isinstance(storage, optuna.storages.RDBStorage)
-    assert storage.heartbeat_interval == tune_storage.HEARTBEAT_SECONDS
-    assert storage.grace_period == tune_storage.GRACE_SECONDS
+    monkeypatch.delenv(tune_storage.ARTIFACTS_ENV, raising=False)
+    with pytest.raises(PipelineError, match=f"so {tune_storage.ARTIFACTS_ENV} must be too"):
+        tune_storage.open_home()
+    monkeypatch.setenv(tune_storage.ARTIFACTS_ENV, str(tmp_path / "models"))
+    home = tune_storage.open_home()
+    assert isinstance(home.storage, optuna.storages.RDBStorage) and home.shared
+    assert home.storage.heartbeat_interval == tune_storage.HEARTBEAT_SECONDS
+    assert home.storage.grace_period == tune_storage.GRACE_SECONDS
+    assert (tmp_path / "models").is_dir()
+    assert home.where.startswith("PostgreSQL at 127.0.0.1:")
 
 
-def test_an_unreachable_database_is_one_line_naming_the_host(monkeypatch):
+def test_an_unreachable_database_is_one_line_naming_the_host(monkeypatch, tmp_path):
     port = free_port()  # nothing listens there
     monkeypatch.setenv(tune_storage.STORAGE_ENV, f"postgresql://tuner:secret@127.0.0.1:{port}/s")
+    monkeypatch.setenv(tune_storage.ARTIFACTS_ENV, str(tmp_path))
     with pytest.raises(PipelineError) as error:
-        tune_storage.open_storage(Path("unused.log"))
+        tune_storage.open_home()
     message = str(error.value)
     assert f"127.0.0.1:{port}/s" in message and "Connection refused" in message
     assert "\n" not in message and "secret" not in message
@@ -76,6 +86,26 @@ def test_an_unreachable_database_is_one_line_naming_the_host(monkeypatch):
 def test_only_postgresql_urls_are_accepted(url, expected):
     with pytest.raises(PipelineError, match=expected):
         tune_storage.open_database(url)
+
+
+def test_a_dead_trial_is_rerun_at_most_max_retry_times():
+    import optuna
+
+    shared = optuna.create_study()
+    rerun = tune_storage.RerunStaleTrial(max_retry=2)
+    x = optuna.distributions.FloatDistribution(0.0, 1.0)
+    for number in range(3):  # trial 0, its rerun 1, that one's rerun 2: all died
+        shared.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL, params={"x": 0.5}, distributions={"x": x},
+            user_attrs={study.RETRY_OF: number - 1} if number else {},
+            system_attrs={"completed_rung_0": 0.9}))
+    trials = shared.trials
+    rerun(shared, trials[1])
+    [queued] = shared.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert queued.user_attrs[study.RETRY_OF] == 1 and queued.system_attrs == {
+        "fixed_params": {"x": 0.5}}  # no rung records: the pruner judges the rerun afresh
+    rerun(shared, trials[2])  # already the second rerun of trial 0
+    assert len(shared.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 1
 
 
 def test_two_processes_end_with_exactly_n_trials(postgres_url, tmp_path):
@@ -114,7 +144,7 @@ def test_a_killed_workers_trial_fails_by_heartbeat_and_is_retried(postgres_url, 
     assert [t.number for t in by_state["FAIL"]] == [hung]
     assert len(by_state.get("COMPLETE", [])) + len(by_state.get("PRUNED", [])) == 5
     assert "RUNNING" not in by_state and "WAITING" not in by_state
-    retries = [t for t in trials if t.system_attrs.get("failed_trial") == hung]
+    retries = [t for t in trials if t.user_attrs.get(study.RETRY_OF) == hung]
     assert len(retries) == 1 and retries[0].state.name in ("COMPLETE", "PRUNED")
     assert retries[0].params == by_state["FAIL"][0].params
     assert retries[0].user_attrs["pid"] == survivor.pid

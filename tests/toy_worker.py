@@ -38,7 +38,7 @@ def objective(hang_marker: Path | None):
 def main() -> None:
     import optuna
 
-    from pipeline import study_runner, tune_storage
+    from pipeline import study, tune_storage
 
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
@@ -49,19 +49,19 @@ def main() -> None:
     parser.add_argument("--peers", type=int, default=1)
     args = parser.parse_args()
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.quiet_optuna()
     storage = tune_storage.open_database(args.url, heartbeat_seconds=HEARTBEAT_SECONDS,
                                          grace_seconds=GRACE_SECONDS)
-    study = optuna.create_study(study_name=args.study, storage=storage, load_if_exists=True,
-                                sampler=optuna.samplers.RandomSampler(seed=os.getpid()))
+    shared = optuna.create_study(study_name=args.study, storage=storage, load_if_exists=True,
+                                 sampler=optuna.samplers.RandomSampler(seed=os.getpid()))
     if args.ready is not None:
         (args.ready / str(os.getpid())).touch()
         while len(list(args.ready.iterdir())) < args.peers:
             time.sleep(0.05)
     lock = tune_storage.StudyLock(storage, args.study)
     try:
-        study_runner.optimize_until_full(study, objective(args.hang_marker), args.n_trials,
-                                         lock, poll_seconds=0.5)
+        study.optimize_until_full(shared, objective(args.hang_marker), args.n_trials, lock,
+                                  poll_seconds=0.5)
     finally:
         lock.close()
 

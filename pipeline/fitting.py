@@ -38,7 +38,10 @@ def leave_a_core_to_the_input_pipeline() -> None:
     loop run beside them instead of stalling both: 1.3x faster per epoch on 2 cores
     (bench/train_speed.py). Settable only before TensorFlow's first op; if one ran
     already, the current setting stays (it changes speed: the weights measured here were
-    bitwise the same with 1 and 2 threads)."""
+    bitwise the same with 1 and 2 threads). A count set explicitly before (a tune
+    worker's FMNIST_TUNE_THREADS) wins."""
+    if tf.config.threading.get_intra_op_parallelism_threads():
+        return
     threads = max(1, (os.cpu_count() or 1) - 1)
     with contextlib.suppress(RuntimeError):
         tf.config.threading.set_intra_op_parallelism_threads(threads)

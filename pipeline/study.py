@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import time
 import warnings
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -194,11 +196,16 @@ def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def best_complete(study: optuna.Study) -> FrozenTrial | None:
-    """The complete trial with the highest value, the earliest on a tie."""
-    try:
-        return study.best_trial
-    except ValueError:  # no complete trial yet
-        return None
+    """The complete trial with the highest value, the earliest on a tie. (Optuna's
+    study.best_trial leaves ties to the database's order on PostgreSQL.)"""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return max(complete, key=ranking, default=None)
+
+
+def ranking(trial: FrozenTrial) -> tuple[float, int]:
+    """Higher value first; on a tie the earlier trial, which a later one may finish
+    before when several processes run trials."""
+    return trial.value, -trial.number
 
 
 def retry_interrupted(study: optuna.Study, wanted: int) -> list[int]:
@@ -225,21 +232,101 @@ def rerun_failed(study: optuna.Study, trial: FrozenTrial) -> None:
     study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
 
 
+# --- filling the study, alone or side by side -------------------------------------------
+#
+# Optuna's MaxTrialsCallback stops a worker only after its trial ends, so workers that
+# start together overshoot. Here a process counts the trials and claims the next one under
+# a lock (tune_storage.StudyLock): every trial that is not FAIL holds a slot, so the study
+# never holds more than n. A trial whose worker died turns FAIL through the storage's
+# heartbeat; its rerun (a WAITING copy, from tune_storage.RerunStaleTrial) takes over
+# the slot and is run by whichever process looks next. With one process and no lock this
+# is a plain loop of one-trial `optimize` calls.
+
+HOLDS_A_SLOT = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
+Counts = Counter  # how many trials are in each TrialState
+
+
+class NoLock:
+    """For a study only one process runs."""
+
+    def acquire(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
+def count_states(study: optuna.Study) -> Counts:
+    return Counter(trial.state for trial in study.get_trials(deepcopy=False))
+
+
+def optimize_until_full(study: optuna.Study, objective: Callable[[optuna.Trial], float],
+                        n_trials: int, lock=None,
+                        before_trial: Callable[[Counts], None] | None = None,
+                        on_trial: Callable[[FrozenTrial], None] | None = None,
+                        on_wait: Callable[[Counts], None] | None = None,
+                        poll_seconds: float = 2.0) -> None:
+    """Run `objective` trial by trial until `n_trials` are COMPLETE or PRUNED.
+
+    before_trial(counts) runs under the lock just before a trial is claimed (to seed the
+    sampler); on_trial(frozen_trial) after each trial this process ran. When every slot
+    is taken by other processes' trials, wait until they finish or one turns out dead;
+    on_wait(counts) is told once per change while waiting.
+    """
+    lock = lock or NoLock()
+
+    def released(trial):
+        lock.release()  # claimed: other processes may count and claim now
+        return objective(trial)
+
+    waited_for = None
+    while True:
+        lock.acquire()
+        ran = []
+        try:
+            optuna.storages.fail_stale_trials(study)  # a no-op without heartbeats
+            counts = count_states(study)
+            if sum(counts[state] for state in FINISHED) >= n_trials:
+                return
+            taken = sum(counts[state] for state in HOLDS_A_SLOT)
+            if taken < n_trials or counts[TrialState.WAITING]:
+                if before_trial is not None:
+                    before_trial(counts)
+                # ask() inside takes a WAITING retry first, else samples a new trial.
+                study.optimize(released, n_trials=1, catch=(),
+                               callbacks=[lambda _, trial: ran.append(trial)])
+        finally:
+            lock.release()
+        if ran:
+            waited_for = None
+            if on_trial is not None:
+                on_trial(ran[0])
+            continue
+        if on_wait is not None and counts != waited_for:
+            on_wait(counts)
+        waited_for = counts
+        time.sleep(poll_seconds)
+
+
 OnTrial = Callable[[FrozenTrial, optuna.Study], None]
 
 
 def run_trials(study: optuna.Study, tune: TuneParams, objective: Callable[[optuna.Trial], float],
-               on_trial: OnTrial | None = None) -> None:
+               on_trial: OnTrial | None = None, lock=None,
+               on_wait: Callable[[Counts], None] | None = None) -> None:
     """Run trials one at a time until the study holds the trials wanted (complete plus
-    pruned, whoever ran them): the stage runs this loop, and so can a worker."""
-    wanted = trials_wanted(tune)
-    while (done := len(finished_trials(study))) < wanted:
-        study.sampler = make_sampler(tune, done)
-        ran: list[FrozenTrial] = []
-        study.optimize(objective, n_trials=1, catch=(),
-                       callbacks=[lambda _, trial: ran.append(trial)])
-        if on_trial is not None and ran:
-            on_trial(ran[0], study)
+    pruned, whoever ran them): the stage runs this loop, and so does a worker sharing the
+    study through a database (`lock` then keeps the count exact, see above).
+
+    Each trial's sampler is seeded from the trials finished or under way when it starts:
+    with one process that is the finished count (a resumed study draws as an
+    uninterrupted one), and processes running side by side never share a seed."""
+
+    def seed_sampler(counts: Counts) -> None:
+        started = sum(counts[state] for state in (*FINISHED, TrialState.RUNNING))
+        study.sampler = make_sampler(tune, started)
+
+    optimize_until_full(study, objective, trials_wanted(tune), lock=lock,
+                        before_trial=seed_sampler, on_wait=on_wait,
+                        on_trial=None if on_trial is None else lambda t: on_trial(t, study))
 
 
 # --- the best model -----------------------------------------------------------------------
@@ -250,7 +337,7 @@ def keep_if_best(trial: optuna.Trial, value: float, store: FileSystemArtifactSto
     """Store this trial's model if it beats every complete trial, and drop the one it
     beats: the study holds one model, the best complete trial's own weights."""
     previous = best_complete(trial.study)
-    if previous is not None and value <= previous.value:
+    if previous is not None and (value, -trial.number) <= ranking(previous):
         return False
     with tempfile.TemporaryDirectory(prefix="tune-model-") as folder:
         path = Path(folder) / MODEL_ARTIFACT
@@ -265,7 +352,8 @@ def keep_if_best(trial: optuna.Trial, value: float, store: FileSystemArtifactSto
     return True
 
 
-def best_model_reader(study: optuna.Study, store: FileSystemArtifactStore):
+def best_model_reader(study: optuna.Study, store: FileSystemArtifactStore,
+                      missing_hint: str | None = None):
     """(best complete trial, an open binary reader of its model)."""
     best = best_complete(study)
     if best is None:
@@ -275,5 +363,5 @@ def best_model_reader(study: optuna.Study, store: FileSystemArtifactStore):
             return best, store.open_reader(meta.artifact_id)
         except ArtifactNotFound:
             break
-    raise DataError(f"{STUDY_DIR}: the model of the best trial ({best.number}) is missing; "
-                    f"delete {STUDY_DIR} to run the search afresh")
+    raise DataError(missing_hint or f"{STUDY_DIR}: the model of the best trial ({best.number}) "
+                    f"is missing; delete {STUDY_DIR} to run the search afresh")

@@ -7,20 +7,26 @@ interrupted `dvc repro tune` continues it and reruns only what is missing, and a
 that already holds its trials is not run again. The outputs are written once, from the
 finished study: the best complete trial's own model (kept in the study's artifact
 store, never retrained) and curves, and tables of every trial.
+
+With FMNIST_TUNE_STORAGE the study lives in PostgreSQL instead (pipeline/tune_storage.py):
+`python -m pipeline.tune --worker` on any machine joins it and runs trials, and the stage
+runs trials too, waits until the study is full and alone writes the outputs.
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import time
 from dataclasses import asdict
 
 from optuna.trial import TrialState
 
-from pipeline import params, study, tune_reports
+from pipeline import params, study, tune_reports, tune_storage
 from pipeline.atomic import atomic_dir, atomic_path, write_json, write_text
-from pipeline.stage_runner import format_seconds, log, quiet_tensorflow, run_stage
+from pipeline.errors import PipelineError
 from pipeline.paths import MODELS
+from pipeline.stage_runner import format_seconds, log, quiet_tensorflow, run_stage
 from pipeline.splits import load_split, split_path
 
 MODEL_PATH = MODELS["tuned"]
@@ -54,7 +60,8 @@ def trial_line(trial, opened, tune: params.TuneParams, wanted: int) -> str:
             f"{wanted - done} left")
 
 
-def start_line(opened, tune: params.TuneParams, wanted: int, retried: list[int]) -> str:
+def start_line(opened, tune: params.TuneParams, wanted: int, retried: list[int],
+               where: str) -> str:
     done = len(study.finished_trials(opened))
     pruning = {"asha": f"asha pruner (from epoch {tune.min_epochs}, keeps the top "
                        f"1/{tune.reduction_factor} at each rung)",
@@ -66,7 +73,7 @@ def start_line(opened, tune: params.TuneParams, wanted: int, retried: list[int])
     resumed = f"; {done} finished already" if done else ""
     if retried:
         resumed += f", rerunning interrupted trial(s) {', '.join(map(str, retried))}"
-    return (f"tune: study {opened.study_name} in {study.STUDY_DIR}/: {wanted} trials, "
+    return (f"study {opened.study_name} in {where}: {wanted} trials, "
             f"{tune.sampler} sampler, {pruning}{resumed}; searching {', '.join(tune.searched)}"
             + (f"; fixed {describe(fixed, list(fixed))}" if fixed else ""))
 
@@ -94,11 +101,15 @@ def write_live(history: dict[str, list[float]], model_settings, train_settings) 
         live.end()
 
 
-def write_outputs(opened, tune: params.TuneParams, store) -> None:
+def write_outputs(opened, tune: params.TuneParams, home: tune_storage.StudyHome) -> None:
     """Everything from the finished study; best_params.json last: it marks a result."""
     from pipeline.objective import HISTORY
 
-    best, reader = study.best_model_reader(opened, store)
+    hint = None
+    if home.shared:
+        hint = (f"{tune_storage.ARTIFACTS_ENV}: the model of the best trial is not there; "
+                "every machine running trials must write to that same folder")
+    best, reader = study.best_model_reader(opened, home.artifacts, hint)
     with reader, atomic_path(MODEL_PATH, suffix=".keras") as tmp, open(tmp, "wb") as out:
         shutil.copyfileobj(reader, out)
     model_settings, train_settings = params.trial_settings(
@@ -131,33 +142,78 @@ def write_outputs(opened, tune: params.TuneParams, store) -> None:
     })
 
 
-# --- the stage ------------------------------------------------------------------------
+# --- the stage and its workers ---------------------------------------------------------
 
 
-def main() -> None:
+def waiting_line(counts, wanted: int) -> str:
+    done = sum(counts[state] for state in study.FINISHED)
+    return (f"tune: {done}/{wanted} trials finished, the rest are under way elsewhere: "
+            "waiting for them")
+
+
+def run(worker: bool) -> None:
+    """The stage (worker=False): fill the study, then write the outputs from it. A worker
+    joins the same shared study, runs trials until it is full and writes nothing else."""
     tune = params.TuneParams.from_params(params.load("tune"))
+    if worker and tune_storage.storage_url() is None:
+        raise PipelineError(
+            f"--worker joins a study shared through a database: set "
+            f"{tune_storage.STORAGE_ENV}=postgresql://user@host/database and "
+            f"{tune_storage.ARTIFACTS_ENV}=/a/shared/folder (README, 'Tuning on many machines')")
+    home = tune_storage.open_home()  # an unreachable database fails before TensorFlow loads
     # TensorFlow loads only after the params passed, so a bad value fails in a blink.
     quiet_tensorflow()
     from pipeline import objective
 
+    objective.limit_threads()
     study.quiet_optuna()
     train, val = load_split("train"), load_split("val")
     name = study.study_name(tune, study.file_digest([split_path("train"), split_path("val")]),
                             objective.code_digest())
-    opened = study.open_study(tune, study.embedded_storage(), name)
+    opened = study.open_study(tune, home.storage, name)
     wanted = study.trials_wanted(tune)
-    retried = study.retry_interrupted(opened, wanted)
-    store = study.artifact_store()
-    log(start_line(opened, tune, wanted, retried))
+    # A shared study's RUNNING trials may be alive elsewhere: heartbeats judge those.
+    retried = [] if home.shared else study.retry_interrupted(opened, wanted)
+    log(("tune worker: joined " if worker else "tune: ")
+        + start_line(opened, tune, wanted, retried, home.where))
     started = time.perf_counter()
-    study.run_trials(opened, tune, objective.Objective(tune, train, val, store),
-                     on_trial=lambda trial, s: log(trial_line(trial, s, tune, wanted)))
-    write_outputs(opened, tune, store)
+    lock = tune_storage.StudyLock(home.storage, name)
+    try:
+        study.run_trials(opened, tune, objective.Objective(tune, train, val, home.artifacts),
+                         on_trial=lambda trial, s: log(trial_line(trial, s, tune, wanted)),
+                         lock=lock, on_wait=lambda counts: log(waiting_line(counts, wanted)))
+    finally:
+        lock.close()
     best = study.best_complete(opened)
+    searched = format_seconds(time.perf_counter() - started)
+    if worker:
+        log(f"tune worker: the study holds its {wanted} trials; best val_accuracy "
+            f"{best.value:.4f} (trial {best.number}) after {searched} in this worker; "
+            "`dvc repro tune` writes the outputs")
+        return
+    if home.shared:
+        study.STUDY_DIR.mkdir(parents=True, exist_ok=True)  # DVC expects the output
+    write_outputs(opened, tune, home)
     log(f"tune: best val_accuracy {best.value:.4f} (trial {best.number}: "
-        f"{describe(best.params, tune.searched)}) after {format_seconds(time.perf_counter() - started)}"
-        f" of search in this run; wrote {MODEL_PATH}, {tune_reports.REPORT_DIR}/")
+        f"{describe(best.params, tune.searched)}) after {searched} of search in this run; "
+        f"wrote {MODEL_PATH}, {tune_reports.REPORT_DIR}/")
+
+
+def main() -> None:
+    run(worker=False)
+
+
+def cli(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.tune",
+        description="The tune stage (`dvc repro tune` runs it), or with --worker one more "
+                    "process filling the same study through a shared database.")
+    parser.add_argument("--worker", action="store_true",
+                        help=f"join the study in {tune_storage.STORAGE_ENV}, run trials until "
+                             "it is full, write no outputs")
+    worker = parser.parse_args(argv).worker
+    run_stage("tune worker" if worker else "tune", lambda: run(worker))
 
 
 if __name__ == "__main__":
-    run_stage("tune", main)
+    cli()

@@ -53,3 +53,24 @@ def set_params(root: Path, changes: dict) -> None:
         else:
             data.setdefault(section, {})[key] = value
     path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A private PostgreSQL server for the session; in CI (CI=true) a missing one fails."""
+    from tests import postgres
+
+    reason = postgres.missing_reason()
+    if reason:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI needs PostgreSQL: {reason}", pytrace=False)
+        pytest.skip(reason)
+    cluster = postgres.PrivateCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster):
+    """A SQLAlchemy URL of a fresh, empty database on the private server."""
+    return postgres_cluster.create_database()

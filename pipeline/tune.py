@@ -103,15 +103,22 @@ def write_live(history: dict[str, list[float]], model_settings, train_settings) 
 
 def write_outputs(opened, tune: params.TuneParams, home: tune_storage.StudyHome) -> None:
     """Everything from the finished study; best_params.json last: it marks a result."""
+    from pipeline.model import load_model
     from pipeline.objective import HISTORY
 
     hint = None
+    afresh = f"delete {study.STUDY_DIR} to run the search afresh"
     if home.shared:
         hint = (f"{tune_storage.ARTIFACTS_ENV}: the model of the best trial is not there; "
                 "every machine running trials must write to that same folder")
+        afresh = (f"delete the study {opened.study_name} from the database "
+                  "(optuna delete-study) to run the search afresh")
     best, reader = study.best_model_reader(opened, home.artifacts, hint)
-    with reader, atomic_path(MODEL_PATH, suffix=".keras") as tmp, open(tmp, "wb") as out:
-        shutil.copyfileobj(reader, out)
+    with reader, atomic_path(MODEL_PATH, suffix=".keras") as tmp:
+        with open(tmp, "wb") as out:
+            shutil.copyfileobj(reader, out)
+        load_model(tmp, shown=f"{reader.name} (the model of the best trial, {best.number})",
+                   remedy=afresh)  # a damaged copy never replaces the previous output
     model_settings, train_settings = params.trial_settings(
         study.trial_values(best, tune.space), tune.seed)
     write_live(best.user_attrs[HISTORY], model_settings, train_settings)

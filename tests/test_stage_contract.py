@@ -24,11 +24,13 @@ PARAM_CLASSES = {name: cls for name, cls in vars(params).items() if isinstance(c
 
 # Code that cannot change what a stage produces: error types, logging, atomic renames,
 # the dataset's fixed constants, params validation (it accepts or refuses a value,
-# never alters one it accepts) and the artifact paths (dvc.yaml names the same paths, so
-# moving one changes dvc.yaml too: tests/test_paths.py). Listing it as deps would rerun
-# everything, fetch included, on every edit of a message.
+# never alters one it accepts), the artifact paths (dvc.yaml names the same paths, so
+# moving one changes dvc.yaml too: tests/test_paths.py) and the registry (it reads
+# dvc.yaml to name, in an error, the command that rebuilds a missing or damaged input).
+# Listing it as deps would rerun everything, fetch included, on every edit of a message.
 PLUMBING = {"pipeline/__init__.py", "pipeline/stage_runner.py", "pipeline/atomic.py",
-            "pipeline/errors.py", "pipeline/params.py", "pipeline/paths.py"}
+            "pipeline/errors.py", "pipeline/params.py", "pipeline/paths.py",
+            "pipeline/registry.py"}
 
 
 def module_path(name: str) -> Path:

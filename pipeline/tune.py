@@ -16,6 +16,8 @@ runs trials too, waits until the study is full and alone writes the outputs.
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import shutil
 import time
 from dataclasses import asdict
@@ -30,6 +32,18 @@ from pipeline.stage_runner import format_seconds, log, quiet_tensorflow, run_sta
 from pipeline.splits import load_split, split_path
 
 MODEL_PATH = MODELS["tuned"]
+THREADS_ENV = "FMNIST_TUNE_THREADS"  # TensorFlow's threads in this process: objective.py
+
+
+def thread_count() -> int | None:
+    """FMNIST_TUNE_THREADS as a number, None when unset; read before anything connects or
+    loads, so a bad value is the one line a run prints."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if not value:
+        return None
+    if not re.fullmatch(r"[0-9]+", value) or int(value) < 1:
+        raise PipelineError(f"{THREADS_ENV}={value}: must be a whole number of threads >= 1")
+    return int(value)
 
 
 # --- progress -------------------------------------------------------------------------
@@ -162,6 +176,7 @@ def run(worker: bool) -> None:
     """The stage (worker=False): fill the study, then write the outputs from it. A worker
     joins the same shared study, runs trials until it is full and writes nothing else."""
     tune = params.TuneParams.from_params(params.load("tune"))
+    threads = thread_count()
     if worker and tune_storage.storage_url() is None:
         raise PipelineError(
             f"--worker joins a study shared through a database: set "
@@ -172,7 +187,7 @@ def run(worker: bool) -> None:
     quiet_tensorflow()
     from pipeline import objective
 
-    objective.limit_threads()
+    objective.limit_threads(threads)
     study.quiet_optuna()
     train, val = load_split("train"), load_split("val")
     name = study.study_name(tune, study.file_digest([split_path("train"), split_path("val")]),

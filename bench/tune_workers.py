@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tests/postgres.py starts the private server
+sys.path.insert(0, str(ROOT))  # tests/support/postgres.py starts the private server
 
 from pipeline.tune import THREADS_ENV  # noqa: E402  (TensorFlow-free)
 
@@ -55,7 +55,7 @@ def project(folder: Path, data: Path) -> Path:
 def run_setup(url: str, folder: Path, workers: int, threads: int, seconds: float) -> dict:
     import optuna
 
-    from pipeline import tune_storage
+    from pipeline.tuning import storage as tune_storage
 
     env = dict(os.environ, PYTHONPATH=str(ROOT),
                **{tune_storage.STORAGE_ENV: url,
@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "prepared",
                         help="folder with the prepared train.npz and val.npz")
     args = parser.parse_args()
-    from tests import postgres
+    from tests.support import postgres
 
     reason = postgres.missing_reason()
     if reason:

@@ -17,14 +17,16 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics
 
-from pipeline import CLASS_NAMES, params, registry
-from pipeline.atomic import atomic_dir, write_json
-from pipeline.stage_runner import log, quiet_tensorflow, run_stage
-from pipeline.errors import DataError
-from pipeline.paths import (CONFUSION_FILE, EVAL_DIR, METRICS, MODELS, PER_CLASS_FILE, PLATFORM,
+from pipeline import CLASS_NAMES
+from pipeline.core import params
+from pipeline.serving import registry
+from pipeline.core.atomic import atomic_dir, write_json
+from pipeline.core.runner import log, quiet_tensorflow, run_stage
+from pipeline.core.errors import DataError
+from pipeline.core.paths import (CONFUSION_FILE, EVAL_DIR, METRICS, MODELS, PER_CLASS_FILE, PLATFORM,
                             PREDICTIONS_FILE, PREPARED_DIR)
-from pipeline.platform_record import platform_record
-from pipeline.splits import load_split, split_path
+from pipeline.training.platform import platform_record
+from pipeline.data.prepared import load_split, split_path
 
 
 @dataclass
@@ -116,7 +118,7 @@ def read_test_split(root: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def predict(path: Path, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Class probabilities in float64, rows renormalized so log_loss sees exact sums."""
-    from pipeline.model import load_model
+    from pipeline.training.model import load_model
 
     model = load_model(path)  # checked: 784 inputs, one output per class
     probabilities = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), np.float64)

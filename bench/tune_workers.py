@@ -32,8 +32,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/support/postgres.py starts the private server
 
+from pipeline.tune import THREADS_ENV  # noqa: E402  (TensorFlow-free)
+
 # workers, FMNIST_TUNE_THREADS (None: the training path's default, cores - 1 op threads)
-THREADS_ENV = "FMNIST_TUNE_THREADS"  # pipeline/tuning/objective.py; read here without TensorFlow
 SETUPS = {"1 worker, default threads": (1, None), "1 worker x 2 threads": (1, 2),
           "2 workers x 1 thread": (2, 1)}
 

@@ -19,6 +19,7 @@ from sklearn import metrics
 
 from pipeline import CLASS_NAMES
 from pipeline.core import params
+from pipeline.serving import registry
 from pipeline.core.atomic import atomic_dir, write_json
 from pipeline.core.runner import log, quiet_tensorflow, run_stage
 from pipeline.core.errors import DataError
@@ -103,9 +104,9 @@ def write_eval_dir(folder: Path, results: dict[str, tuple[Evaluation, pd.DataFra
 def require_inputs(root: Path) -> None:
     """Fail before TensorFlow loads if an input is missing."""
     split_path("test", root / PREPARED_DIR)
-    for name, stage in (("baseline", "train"), ("tuned", "tune")):
-        if not (root / MODELS[name]).is_file():
-            raise DataError(f"{MODELS[name]}: not found; run the {stage} stage first")
+    for path in MODELS.values():
+        if not (root / path).is_file():
+            raise registry.missing_artifact(root / path)
 
 
 def read_test_split(root: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -117,16 +118,10 @@ def read_test_split(root: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def predict(path: Path, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Class probabilities in float64, rows renormalized so log_loss sees exact sums."""
-    import keras
+    from pipeline.training.model import load_model
 
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as exc:  # Keras raises many types for a damaged file
-        raise DataError(f"{path}: not a loadable Keras model ({exc})") from None
+    model = load_model(path)  # checked: 784 inputs, one output per class
     probabilities = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), np.float64)
-    if probabilities.shape != (len(x), len(CLASS_NAMES)):
-        raise DataError(f"{path}: outputs shape {probabilities.shape}, expected "
-                        f"({len(x)}, {len(CLASS_NAMES)})")
     return probabilities / probabilities.sum(axis=1, keepdims=True)
 
 

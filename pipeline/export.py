@@ -13,6 +13,7 @@ import numpy as np
 
 from pipeline import IMAGE_SHAPE, NUM_CLASSES
 from pipeline.core import params
+from pipeline.serving import registry
 from pipeline.core.atomic import atomic_dir
 from pipeline.core.runner import log, quiet_tensorflow, run_stage
 from pipeline.core.errors import DataError
@@ -31,10 +32,11 @@ def probe_images(count: int = PROBE_IMAGES) -> np.ndarray:
 def export(model_path: Path, normalization: Normalization, out_dir: Path) -> None:
     import keras
 
+    from pipeline.training.model import load_model
     from pipeline.serving.signature import load_savedmodel, write_savedmodel
 
     keras.utils.set_random_seed(0)  # dropout's seed state is saved too: keep it fixed
-    model = keras.models.load_model(model_path, compile=False)
+    model = load_model(model_path)
     probe = probe_images()
     expected = model.predict(normalization.features(probe), verbose=0)
     with atomic_dir(out_dir) as tmp:
@@ -49,7 +51,7 @@ def main() -> None:
     params.load("export")  # declares no params: fails early if dvc.yaml lacks the stage
     normalization = Normalization.from_card(DATA_CARD)
     if not MODEL_PATH.is_file():
-        raise DataError(f"{MODEL_PATH}: not found; run the tune stage first")
+        raise registry.missing_artifact(MODEL_PATH)
     quiet_tensorflow()  # TensorFlow loads only after the inputs were found
     export(MODEL_PATH, normalization, SAVEDMODEL_DIR)
     log(f"export: wrote {SAVEDMODEL_DIR}/ (signature serving_default: uint8 images "

@@ -103,16 +103,11 @@ def classifier(path: Path, data_card: Path) -> Callable[[np.ndarray], np.ndarray
         from pipeline.serving.signature import load_savedmodel
 
         return load_savedmodel(path)
-    if not data_card.is_file():
-        raise registry.missing_artifact(data_card)
     normalization = Normalization.from_card(data_card)
     quiet_tensorflow()
-    import keras
+    from pipeline.training.model import load_model
 
-    try:
-        network = keras.models.load_model(path, compile=False)
-    except Exception as exc:  # Keras raises many types for a damaged file
-        raise PipelineError(f"{path}: not a loadable Keras model ({exc})") from None
+    network = load_model(path)
 
     def probabilities(images: np.ndarray) -> np.ndarray:
         return network.predict(normalization.features(images), batch_size=BATCH_SIZE,

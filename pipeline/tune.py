@@ -16,6 +16,8 @@ runs trials too, waits until the study is full and alone writes the outputs.
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import shutil
 import time
 from dataclasses import asdict
@@ -33,6 +35,18 @@ from pipeline.core.runner import format_seconds, log, quiet_tensorflow, run_stag
 from pipeline.data.prepared import load_split, split_path
 
 MODEL_PATH = MODELS["tuned"]
+THREADS_ENV = "FMNIST_TUNE_THREADS"  # TensorFlow's threads in this process: objective.py
+
+
+def thread_count() -> int | None:
+    """FMNIST_TUNE_THREADS as a number, None when unset; read before anything connects or
+    loads, so a bad value is the one line a run prints."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if not value:
+        return None
+    if not re.fullmatch(r"[0-9]+", value) or int(value) < 1:
+        raise PipelineError(f"{THREADS_ENV}={value}: must be a whole number of threads >= 1")
+    return int(value)
 
 
 # --- progress -------------------------------------------------------------------------
@@ -106,15 +120,22 @@ def write_live(history: dict[str, list[float]], model_settings, train_settings) 
 
 def write_outputs(opened, tune: params.TuneParams, home: storage.StudyHome) -> None:
     """Everything from the finished study; best_params.json last: it marks a result."""
+    from pipeline.training.model import load_model
     from pipeline.tuning.objective import HISTORY
 
     hint = None
+    afresh = f"delete {study.STUDY_DIR} to run the search afresh"
     if home.shared:
         hint = (f"{storage.ARTIFACTS_ENV}: the model of the best trial is not there; "
                 "every machine running trials must write to that same folder")
+        afresh = (f"delete the study {opened.study_name} from the database "
+                  "(optuna delete-study) to run the search afresh")
     best, reader = study.best_model_reader(opened, home.artifacts, hint)
-    with reader, atomic_path(MODEL_PATH, suffix=".keras") as tmp, open(tmp, "wb") as out:
-        shutil.copyfileobj(reader, out)
+    with reader, atomic_path(MODEL_PATH, suffix=".keras") as tmp:
+        with open(tmp, "wb") as out:
+            shutil.copyfileobj(reader, out)
+        load_model(tmp, shown=f"{reader.name} (the model of the best trial, {best.number})",
+                   remedy=afresh)  # a damaged copy never replaces the previous output
     model_settings, train_settings = params.trial_settings(
         study.trial_values(best, tune.space), tune.seed)
     write_live(best.user_attrs[HISTORY], model_settings, train_settings)
@@ -158,6 +179,7 @@ def run(worker: bool) -> None:
     """The stage (worker=False): fill the study, then write the outputs from it. A worker
     joins the same shared study, runs trials until it is full and writes nothing else."""
     tune = params.TuneParams.from_params(params.load("tune"))
+    threads = thread_count()
     if worker and storage.storage_url() is None:
         raise PipelineError(
             f"--worker joins a study shared through a database: set "
@@ -168,7 +190,7 @@ def run(worker: bool) -> None:
     quiet_tensorflow()
     from pipeline.tuning import objective
 
-    objective.limit_threads()
+    objective.limit_threads(threads)
     study.quiet_optuna()
     train, val = load_split("train"), load_split("val")
     name = study.study_name(tune, study.file_digest([split_path("train"), split_path("val")]),

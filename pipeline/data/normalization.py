@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.errors import DataError
+from pipeline.serving import registry
 from pipeline.core.paths import DATA_CARD
 
 
@@ -39,16 +39,21 @@ class Normalization:
         """The normalization prepare recorded; a missing or damaged card names the file."""
         path = Path(path)
         try:
-            record = json.loads(path.read_text())["normalization"]
+            text = path.read_bytes()
+        except FileNotFoundError:
+            raise registry.missing_artifact(path) from None
+        try:
+            record = json.loads(text)["normalization"]
             normalization = cls(str(record["method"]), float(record["offset"]),
                                 float(record["scale"]))
-        except FileNotFoundError:
-            raise DataError(f"{path}: not found; run the prepare stage first") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise registry.damaged_artifact(path, f"truncated or not JSON ({exc})") from None
         except (ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"{path}: no valid normalization record ({exc!r})") from None
+            raise registry.damaged_artifact(
+                path, f"no valid normalization record ({exc!r})") from None
         if not np.isfinite(normalization.scale) or normalization.scale <= 0:
-            raise DataError(f"{path}: normalization scale must be > 0, "
-                            f"got {normalization.scale}")
+            raise registry.damaged_artifact(
+                path, f"normalization scale must be > 0, got {normalization.scale}")
         return normalization
 
     def features(self, images: np.ndarray) -> np.ndarray:

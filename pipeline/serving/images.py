@@ -7,6 +7,8 @@ Here the negation happens only when the background is light (judged from the bor
 pixels), so photos of a dark garment on white and Fashion-MNIST-style images both work.
 An image that is already 28x28 is taken as Fashion-MNIST-format and is not re-fitted:
 re-centring would shift a real Fashion-MNIST image by a pixel and change its prediction.
+A picture with nothing in it (uniform, or no pixel apart from the background once the
+border's colour is trimmed) is refused: a network asked about it names a class anyway.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
 
 class ImageReadError(DataError):
     """The file is not a readable image; the message names the file and the reason."""
+
+
+class BlankImageError(ImageReadError):
+    """The image holds nothing to classify."""
 
 
 def read_image(path: str | Path) -> Image.Image:
@@ -78,10 +84,29 @@ def border_level(image: Image.Image) -> int:
     return int(np.median(border))
 
 
+def object_box(image: Image.Image, background: int) -> tuple[int, int, int, int] | None:
+    """The bounding box of the pixels that differ from the background; None if none do."""
+    difference = ImageChops.difference(image, Image.new("L", image.size, background))
+    return difference.point(lambda p: 255 if p > BACKGROUND_TOLERANCE else 0).getbbox()
+
+
+def require_object(image: Image.Image) -> None:
+    """Refuse a picture whose every pixel is background: there is nothing to classify."""
+    background = border_level(image)
+    if object_box(image, background) is not None:
+        return
+    low, high = image.getextrema()
+    if low == high:
+        raise BlankImageError(f"blank picture (every pixel has grey level {low}): "
+                              "nothing to classify")
+    raise BlankImageError(f"nothing stands out from the background (every pixel within "
+                          f"{BACKGROUND_TOLERANCE} grey levels of the border's {background}): "
+                          "nothing to classify")
+
+
 def trim(image: Image.Image, background: int) -> Image.Image:
     """Crop to the bounding box of the pixels that differ from the background."""
-    difference = ImageChops.difference(image, Image.new("L", image.size, background))
-    box = difference.point(lambda p: 255 if p > BACKGROUND_TOLERANCE else 0).getbbox()
+    box = object_box(image, background)
     return image.crop(box) if box else image
 
 
@@ -103,6 +128,7 @@ def fit(image: Image.Image) -> Image.Image:
 def to_fashion_mnist(image: Image.Image) -> np.ndarray:
     """uint8 (28, 28): light object on a dark background, fitted as Fashion-MNIST's were."""
     gray = to_grayscale(image)
+    require_object(gray)
     if border_level(gray) > 127:  # dark-on-light, as product photos are
         gray = ImageOps.invert(gray)
     if gray.size != SIZE:
@@ -111,4 +137,8 @@ def to_fashion_mnist(image: Image.Image) -> np.ndarray:
 
 
 def load_fashion_mnist(path: str | Path) -> np.ndarray:
-    return to_fashion_mnist(read_image(path))
+    image = read_image(path)
+    try:
+        return to_fashion_mnist(image)
+    except BlankImageError as exc:
+        raise BlankImageError(f"{path}: {exc}") from None

@@ -1,8 +1,10 @@
-"""The models registered in dvc.yaml's `artifacts:` section, by name.
+"""The models registered in dvc.yaml's `artifacts:` section, by name, and the command
+that remakes any pipeline output.
 
 dvc.yaml is where the model names, their paths and the stages that write them are
 declared for DVC (`dvc artifacts get`, DVC's model registry); tools that take a model
-name read them from there instead of keeping a second list.
+name, and the errors that name the command rebuilding a missing or damaged file, read
+them from there instead of keeping a second list.
 """
 
 from __future__ import annotations
@@ -17,9 +19,15 @@ def artifacts(dvc_file: str | Path = DVC_FILE) -> dict[str, dict]:
     return read_yaml(dvc_file).get("artifacts") or {}
 
 
+def project_path(path: str | Path, dvc_file: str | Path = DVC_FILE) -> Path:
+    """path as dvc.yaml spells it: relative to the project root (dvc.yaml's folder)."""
+    path, root = Path(path), Path(dvc_file).absolute().parent
+    return path.relative_to(root) if path.is_absolute() and path.is_relative_to(root) else path
+
+
 def producing_stage(path: str | Path, dvc_file: str | Path = DVC_FILE) -> str | None:
     """The stage with `path` among its outs, or inside an out folder; None if no stage."""
-    target = Path(path)
+    target = project_path(path, dvc_file)
     for name, stage in (read_yaml(dvc_file).get("stages") or {}).items():
         for out in stage.get("outs") or []:
             out_path = Path(next(iter(out)) if isinstance(out, dict) else out)
@@ -37,7 +45,21 @@ def missing_artifact(path: str | Path, dvc_file: str | Path = DVC_FILE) -> DataE
     if stage is None:
         return DataError(f"{path}: not found")
     return DataError(f"{path}: not found; `dvc repro {stage}` produces it, or "
-                     f"`dvc pull {path}` fetches it from the project's DVC remote")
+                     f"`dvc pull {project_path(path, dvc_file)}` fetches it from the "
+                     "project's DVC remote")
+
+
+def damaged_artifact(path: str | Path, problem: str,
+                     dvc_file: str | Path = DVC_FILE) -> DataError:
+    """The error for a pipeline output that exists but cannot be used (truncated,
+    foreign, malformed): what is wrong, and the commands that replace it. A file DVC
+    tracks and finds modified is replaced by `dvc pull` only with --force."""
+    stage = producing_stage(path, dvc_file) if Path(dvc_file).is_file() else None
+    if stage is None:
+        return DataError(f"{path}: {problem}")
+    return DataError(f"{path}: {problem}; `dvc repro {stage}` rebuilds it, or "
+                     f"`dvc pull --force {project_path(path, dvc_file)}` fetches it again "
+                     "from the project's DVC remote")
 
 
 def resolve(model: str, dvc_file: str | Path = DVC_FILE) -> Path:

@@ -11,7 +11,9 @@ import keras
 import tensorflow as tf
 
 from pipeline import NUM_CLASSES
+from pipeline.serving import registry
 from pipeline.core.atomic import atomic_path
+from pipeline.core.errors import DataError
 from pipeline.core.params import ModelParams, TrainParams
 
 INPUT_DIM = 28 * 28
@@ -97,6 +99,48 @@ def save_model(model: keras.Model, path: str | Path) -> None:
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
         make_reproducible(tmp)
+
+
+def load_model(path: str | Path, shown: str | Path | None = None,
+               remedy: str | None = None) -> keras.Model:
+    """The one reader of .keras files (evaluate, export, predict, tune's best model).
+
+    A missing, truncated, damaged or foreign file stops its reader with one line naming
+    it (`shown`, default the path) and what replaces it (`remedy`, default the command
+    that rebuilds it, from dvc.yaml). Keras alone would call a truncated file
+    "not found", and load a model of another shape only to fail later.
+    """
+    path = Path(path)
+    shown = path if shown is None else shown
+
+    def damaged(problem: str) -> DataError:
+        if remedy is None:
+            return registry.damaged_artifact(shown, problem)
+        return DataError(f"{shown}: {problem}; {remedy}")
+
+    if not path.is_file():
+        raise registry.missing_artifact(shown) if remedy is None else damaged("not found")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names, corrupt = archive.namelist(), archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise damaged(f"truncated or not a .keras file ({exc})") from None
+    if corrupt is not None:
+        raise damaged(f"damaged: {corrupt} inside fails its CRC check")
+    if "config.json" not in names:
+        raise damaged("a zip archive but not a Keras model (no config.json inside)")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for a file it cannot rebuild
+        reason = " ".join(str(exc).split())[:200]
+        raise damaged(f"not a loadable Keras model ({type(exc).__name__}: {reason})") \
+            from None
+    expected = ((None, INPUT_DIM), (None, NUM_CLASSES))
+    found = (tuple(model.input_shape), tuple(model.output_shape))
+    if found != expected:
+        raise damaged(f"a model from {found[0]} to {found[1]}, not a Fashion-MNIST "
+                      f"classifier from {expected[0]} to {expected[1]}")
+    return model
 
 
 def make_reproducible(path: Path) -> None:

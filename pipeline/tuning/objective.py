@@ -7,7 +7,6 @@ Optuna side.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from pathlib import Path
 
@@ -21,25 +20,21 @@ from pipeline.training import model
 from pipeline.core import params
 from pipeline.data import prepared
 from pipeline.tuning import study
-from pipeline.core.errors import PipelineError
 
 HISTORY = "history"  # user attr: the per-epoch numbers Keras logged (loss, accuracy, val_*)
-THREADS_ENV = "FMNIST_TUNE_THREADS"
 
 
-def limit_threads() -> None:
-    """FMNIST_TUNE_THREADS=n gives TensorFlow n threads (intra- and inter-op) instead of
-    the training path's default (one op thread fewer than cores), so that several
-    workers can share one machine's cores. A machine setting like the CPU kind, not a
-    param: it changes speed, and may change float rounding in the last bits (the work is
-    split differently), but not what the search is. Call before TF runs an op."""
-    value = os.environ.get(THREADS_ENV, "").strip()
-    if not value:
+def limit_threads(threads: int | None) -> None:
+    """FMNIST_TUNE_THREADS=n (read by pipeline/tune.py, before anything loads) gives
+    TensorFlow n threads (intra- and inter-op) instead of the training path's default
+    (one op thread fewer than cores), so that several workers can share one machine's
+    cores. A machine setting like the CPU kind, not a param: it changes speed, and may
+    change float rounding in the last bits (the work is split differently), but not what
+    the search is. None keeps the default. Call before TF runs an op."""
+    if threads is None:
         return
-    if not value.isdigit() or int(value) < 1:
-        raise PipelineError(f"{THREADS_ENV}={value}: must be a whole number of threads >= 1")
-    tf.config.threading.set_intra_op_parallelism_threads(int(value))
-    tf.config.threading.set_inter_op_parallelism_threads(int(value))
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
 class PruneOnEpoch(keras.callbacks.Callback):

@@ -62,11 +62,11 @@ def open_home() -> StudyHome:
         raise PipelineError(f"{STORAGE_ENV} is set, so {ARTIFACTS_ENV} must be too: a folder "
                             "every machine running trials can write (the best model waits "
                             "there until the stage writes it)")
-    storage = open_database(url)
-    try:
+    try:  # before connecting: a bad folder is named even when the database is down
         Path(folder).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PipelineError(f"{ARTIFACTS_ENV}={folder}: {exc.strerror}") from None
+    storage = open_database(url)
     return StudyHome(storage, FileSystemArtifactStore(folder), True,
                      f"PostgreSQL at {describe(url)}")
 

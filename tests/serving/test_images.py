@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.serving.images import ImageReadError, load_fashion_mnist, read_image, to_fashion_mnist
+from pipeline.serving.images import (BACKGROUND_TOLERANCE, BlankImageError, ImageReadError,
+                             load_fashion_mnist, read_image, to_fashion_mnist)
 from tests.support.synthetic import make_garment_images
 
 
@@ -121,3 +122,38 @@ def test_a_truncated_jpeg_is_named(tmp_path):
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageReadError, match=rf"^{tmp_path / 'cut.jpg'}: truncated"):
         read_image(tmp_path / "cut.jpg")
+
+
+# --- pictures with nothing in them: refused, since a network names a class anyway ------
+
+
+@pytest.mark.parametrize("picture, reason", [
+    (Image.new("L", (300, 300), 255), "blank picture (every pixel has grey level 255)"),
+    (Image.new("RGB", (300, 200), (0, 0, 0)), "blank picture (every pixel has grey level 0)"),
+    (Image.new("L", (28, 28), 0), "blank picture (every pixel has grey level 0)"),  # as-is size
+    (Image.new("RGBA", (64, 64), (0, 0, 0, 0)),  # transparent counts as white
+     "blank picture (every pixel has grey level 255)"),
+    (Image.fromarray(on_canvas(np.full((40, 40), 240 - BACKGROUND_TOLERANCE + 1, np.uint8),
+                               (100, 100), 240, 30, 30)),
+     f"nothing stands out from the background (every pixel within {BACKGROUND_TOLERANCE} grey "
+     "levels of the border's 240)"),
+], ids=["white", "black", "black-28x28", "transparent", "too-faint"])
+def test_a_picture_with_nothing_in_it_is_refused(picture, reason):
+    with pytest.raises(BlankImageError) as caught:
+        to_fashion_mnist(picture)
+    assert str(caught.value) == f"{reason}: nothing to classify"
+
+
+def test_an_object_just_past_the_tolerance_is_kept():
+    photo = on_canvas(np.full((40, 40), 240 - BACKGROUND_TOLERANCE - 1, np.uint8), (100, 100),
+                      240, 30, 30)
+    out = to_fashion_mnist(Image.fromarray(photo))
+    assert out.shape == (28, 28) and out.min() > 0  # the square, trimmed, fills the canvas
+
+
+def test_a_blank_file_is_named(tmp_path):
+    Image.new("L", (300, 300), 255).save(tmp_path / "white.png")
+    with pytest.raises(BlankImageError) as caught:
+        load_fashion_mnist(tmp_path / "white.png")
+    assert str(caught.value) == (f"{tmp_path / 'white.png'}: blank picture (every pixel has grey "
+                                 "level 255): nothing to classify")

@@ -1,6 +1,7 @@
 """evaluate: metrics equal scikit-learn's, reports use class names, the stage end to end."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -176,17 +177,32 @@ def test_stage_writes_metrics_and_reports(workspace, splits):
     assert record["tensorflow"] == tensorflow.__version__ and record["cpu"]
 
 
-def test_missing_model_stops_with_its_name_and_writes_nothing(workspace):
+def test_missing_model_stops_with_its_name_and_writes_nothing(workspace, monkeypatch):
+    monkeypatch.chdir(workspace)  # as dvc repro runs it: the messages name dvc.yaml's paths
     (workspace / "models/tuned.keras").unlink()
-    with pytest.raises(DataError, match="models/tuned.keras.*tune stage"):
-        evaluate.evaluate(SETTINGS, workspace)
+    with pytest.raises(DataError) as caught:
+        evaluate.evaluate(SETTINGS, Path("."))
+    assert str(caught.value) == (
+        "models/tuned.keras: not found; `dvc repro tune` produces it, or "
+        "`dvc pull models/tuned.keras` fetches it from the project's DVC remote")
     assert not (workspace / "reports").exists()
 
 
-def test_damaged_model_stops_with_one_message(workspace):
-    (workspace / "models/baseline.keras").write_bytes(b"not a zip archive")
-    with pytest.raises(DataError, match="models/baseline.keras: not a loadable Keras model"):
-        evaluate.evaluate(SETTINGS, workspace)
+@pytest.mark.parametrize("model, damage, problem", [
+    # the issue's case: Keras alone said "File not found: filepath=models/tuned.keras"
+    ("tuned", lambda data: data[:5000], "truncated or not a .keras file (File is not a zip file)"),
+    ("baseline", lambda data: b"not a zip archive",
+     "truncated or not a .keras file (File is not a zip file)"),
+])
+def test_damaged_model_stops_with_one_message(workspace, monkeypatch, model, damage, problem):
+    monkeypatch.chdir(workspace)
+    path, stage = paths.MODELS[model], {"tuned": "tune", "baseline": "train"}[model]
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DataError) as caught:
+        evaluate.evaluate(SETTINGS, Path("."))
+    assert str(caught.value) == (
+        f"{path}: {problem}; `dvc repro {stage}` rebuilds it, or `dvc pull --force {path}` "
+        "fetches it again from the project's DVC remote")
     assert not (workspace / paths.METRICS).exists()
 
 

@@ -212,6 +212,72 @@ def test_a_missing_data_card_names_the_command_that_makes_it(tuned_project, test
         "or `dvc pull data/prepared/gone.json` fetches it from the project's DVC remote"]
 
 
+def test_blank_pictures_are_named_and_skipped_and_the_rest_predicted(tuned_project, test_pngs,
+                                                                    capsys):
+    """The issue's case: a blank 300x300 picture was called "Sandal 94.6%"."""
+    from pipeline.predict import main
+
+    folder = tuned_project / "blank"
+    folder.mkdir()
+    Image.new("L", (300, 300), 255).save(folder / "white.png")
+    Image.new("RGB", (300, 300), (0, 0, 0)).save(folder / "black.png")
+    faint = np.random.default_rng(0).integers(245, 256, size=(300, 300), dtype=np.uint8)
+    Image.fromarray(faint).save(folder / "faint.png")  # paper texture, no object on it
+    shutil.copy(test_pngs[0] / "0000.png", folder / "good.png")
+    assert main([str(folder)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        f"predict: error: {folder / 'black.png'}: blank picture (every pixel has grey level 0): "
+        "nothing to classify",
+        f"predict: error: {folder / 'faint.png'}: nothing stands out from the background (every "
+        "pixel within 13 grey levels of the border's 250): nothing to classify",
+        f"predict: error: {folder / 'white.png'}: blank picture (every pixel has grey level "
+        "255): nothing to classify",
+    ]
+    lines = captured.out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{folder / 'good.png'}: ")
+
+
+def test_a_cut_model_is_one_line_with_the_reason(tuned_project, test_pngs, capsys):
+    """The issue's case: tuned.keras cut to 5,000 bytes; Keras alone said "File not found"."""
+    from pipeline.predict import main
+
+    model = tuned_project / "models" / "tuned.keras"
+    data = model.read_bytes()
+    try:
+        model.write_bytes(data[:5000])
+        assert main([str(test_pngs[0] / "0000.png")]) == 1
+    finally:
+        model.write_bytes(data)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.splitlines() == [
+        "predict: error: models/tuned.keras: truncated or not a .keras file (File is not a zip "
+        "file); `dvc repro tune` rebuilds it, or `dvc pull --force models/tuned.keras` fetches "
+        "it again from the project's DVC remote"]
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('{"normalization": {"meth', "truncated or not JSON (Unterminated string starting at: "
+                                 "line 1 column 20 (char 19))"),
+    ('{"counts": {}}', "no valid normalization record (KeyError('normalization'))"),
+    ('{"normalization": {"method": "scale", "offset": 0, "scale": 0}}',
+     "normalization scale must be > 0, got 0.0"),
+], ids=["cut", "no-record", "zero-scale"])
+def test_a_damaged_data_card_is_one_line_naming_it(tuned_project, test_pngs, capsys, text,
+                                                   problem):
+    from pipeline.predict import main
+
+    card = Path("data/prepared/damaged_card.json")
+    card.write_text(text)
+    try:
+        assert main(["--data-card", str(card), str(test_pngs[0] / "0000.png")]) == 1
+    finally:
+        card.unlink()
+    assert capsys.readouterr().err.splitlines() == [
+        f"predict: error: {card}: {problem}; `dvc repro prepare` rebuilds it, or "
+        f"`dvc pull --force {card}` fetches it again from the project's DVC remote"]
+
+
 def test_predict_imports_no_stage_module():
     from tests.stages.test_stage_contract import STAGES, imported_closure
 

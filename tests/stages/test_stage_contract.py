@@ -24,14 +24,15 @@ PARAM_CLASSES = {name: cls for name, cls in vars(params).items() if isinstance(c
 
 # Code that cannot change what a stage produces: error types, logging, atomic renames,
 # the dataset's fixed constants, params validation (it accepts or refuses a value,
-# never alters one it accepts) and the artifact paths (dvc.yaml names the same paths, so
-# moving one changes dvc.yaml too: tests/core/test_paths.py). Listing it as deps would rerun
-# everything, fetch included, on every edit of a message.
+# never alters one it accepts), the artifact paths (dvc.yaml names the same paths, so
+# moving one changes dvc.yaml too: tests/core/test_paths.py) and the registry (it reads
+# dvc.yaml to name, in an error, the command that rebuilds a missing or damaged input).
+# Listing it as deps would rerun everything, fetch included, on every edit of a message.
 # The subpackages' __init__.py files hold a docstring only (a test below holds that).
 SUBPACKAGE_INITS = {str(p.relative_to(ROOT)) for p in (ROOT / "pipeline").glob("*/__init__.py")}
 PLUMBING = {"pipeline/__init__.py", "pipeline/core/runner.py", "pipeline/core/atomic.py",
             "pipeline/core/errors.py", "pipeline/core/params.py", "pipeline/core/paths.py",
-            *SUBPACKAGE_INITS}
+            "pipeline/serving/registry.py", *SUBPACKAGE_INITS}
 
 
 @pytest.mark.parametrize("init", sorted(SUBPACKAGE_INITS))

@@ -26,7 +26,7 @@ from pipeline.core import params
 from pipeline.core import paths
 from pipeline.tuning import study
 from pipeline.tuning import reports
-from pipeline.core.errors import ParamsError
+from pipeline.core.errors import DataError, ParamsError
 from tests.conftest import DELETE, new_project, set_params
 from tests.support.synthetic import write_prepared
 
@@ -414,3 +414,24 @@ def test_bad_space_stops_before_any_training(tmp_path, splits, monkeypatch):
     with pytest.raises(ParamsError, match=r"^tune.space.dropout\[1\]:"):
         tune.main()
     assert not (folder / "reports").exists()
+
+
+def test_a_damaged_best_model_in_the_study_stops_with_one_line(stage_run, tmp_path,
+                                                               monkeypatch):
+    """The model the study kept is checked as it is copied out: a damaged one names itself
+    and leaves the previous tuned.keras in place."""
+    folder = tmp_path / "damaged"
+    shutil.copytree(stage_run, folder)
+    [kept] = (folder / study.STUDY_DIR / study.ARTIFACTS_NAME).iterdir()
+    kept.write_bytes(kept.read_bytes()[:5000])
+    before = (folder / tune.MODEL_PATH).read_bytes()
+    best = json.loads((folder / reports.BEST_PARAMS_PATH).read_text())["trial"]
+    monkeypatch.chdir(folder)
+    monkeypatch.setattr("pipeline.training.fitting.fit", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(DataError) as caught:
+        tune.main()
+    assert str(caught.value) == (
+        f"{kept.relative_to(folder)} (the model of the best trial, {best}): truncated or not a "
+        f".keras file (File is not a zip file); delete {study.STUDY_DIR} to run the search afresh")
+    assert (folder / tune.MODEL_PATH).read_bytes() == before
+    assert sorted(p.name for p in (folder / "models").iterdir()) == ["tuned.keras"]

@@ -1,13 +1,15 @@
 """The model builder honours every param; training is deterministic and learns."""
 
 import time
+import zipfile
 
 import keras
 import numpy as np
 import pytest
 
-from pipeline.training.model import (OPTIMIZERS, build_model, compile_model, renumber_shared_objects,
-                            save_model)
+from pipeline.core.errors import DataError
+from pipeline.training.model import (OPTIMIZERS, build_model, compile_model, load_model,
+                            renumber_shared_objects, save_model)
 from pipeline.core import params
 from pipeline.core.params import ModelParams, TrainParams
 from pipeline.training.fitting import fit, make_dataset, seed_everything
@@ -184,3 +186,83 @@ def test_shared_object_ids_are_renumbered_consistently():
         {"shared_object_id": 139745564845584}, {"shared_object_id": 140657824684688}]}
     assert renumber_shared_objects(config) == {"a": {"shared_object_id": 1}, "b": [
         {"shared_object_id": 2}, {"shared_object_id": 1}]}
+
+
+# --- reading a .keras file: every reader goes through load_model ---------------------
+
+BASELINE = "models/baseline.keras"
+REBUILD = ("; `dvc repro train` rebuilds it, or `dvc pull --force models/baseline.keras` "
+           "fetches it again from the project's DVC remote")
+
+
+@pytest.fixture
+def saved(project, monkeypatch):
+    """models/baseline.keras in a project (the current folder): the file and its bytes."""
+    monkeypatch.chdir(project)
+    path = project / BASELINE
+    save_model(build_model(model_params(hidden_units=(8,))), path)
+    return path, path.read_bytes()
+
+
+def zip_with(path, entries: dict[str, str]) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in entries.items():
+            archive.writestr(name, text)
+
+
+def other_shape_model(path) -> None:
+    keras.Sequential([keras.Input(shape=(28, 28)), keras.layers.Flatten(),
+                      keras.layers.Dense(3)]).save(path)
+
+
+def test_load_model_gives_the_saved_weights(saved):
+    path, _ = saved
+    loaded = load_model(BASELINE)
+    assert loaded.input_shape == (None, 784) and loaded.output_shape == (None, 10)
+    original = keras.models.load_model(path)
+    for a, b in zip(original.get_weights(), loaded.get_weights(), strict=True):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda path, data: path.write_bytes(data[:5000]),
+     "truncated or not a .keras file (File is not a zip file)"),
+    (lambda path, data: path.write_text("weights\n"),
+     "truncated or not a .keras file (File is not a zip file)"),
+    (lambda path, data: zip_with(path, {"notes.txt": "hello"}),
+     "a zip archive but not a Keras model (no config.json inside)"),
+    (lambda path, data: zip_with(path, {"config.json": "{"}),
+     "not a loadable Keras model (JSONDecodeError: Expecting property name enclosed in double "
+     "quotes: line 1 column 2 (char 1))"),
+    (lambda path, data: other_shape_model(path),
+     "a model from (None, 28, 28) to (None, 3), not a Fashion-MNIST classifier from "
+     "(None, 784) to (None, 10)"),
+], ids=["cut", "text", "zip", "config", "other-shape"])
+def test_a_damaged_or_foreign_model_is_one_line_naming_it(saved, damage, problem):
+    damage(*saved)
+    with pytest.raises(DataError) as caught:
+        load_model(BASELINE)
+    assert str(caught.value) == f"{BASELINE}: {problem}{REBUILD}"
+
+
+def test_a_flipped_byte_in_the_weights_is_found(saved):
+    path, data = saved
+    with zipfile.ZipFile(path) as archive:
+        weights = archive.getinfo("model.weights.h5")
+    start = weights.header_offset + 30 + len(weights.filename) + len(weights.extra)  # zip layout
+    damaged = bytearray(data)
+    damaged[start + weights.compress_size // 2] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(DataError) as caught:
+        load_model(BASELINE)
+    assert str(caught.value) == (f"{BASELINE}: damaged: model.weights.h5 inside fails its CRC "
+                                 f"check{REBUILD}")
+
+
+def test_a_caller_can_name_the_file_and_the_remedy(saved):
+    path, data = saved
+    path.write_bytes(data[:5000])
+    with pytest.raises(DataError) as caught:
+        load_model(path, shown="trial 3's model", remedy="delete the study")
+    assert str(caught.value) == ("trial 3's model: truncated or not a .keras file (File is not "
+                                 "a zip file); delete the study")

@@ -173,3 +173,38 @@ def test_a_worker_without_a_reachable_database_stops_with_one_line(tmp_path, spl
     assert result.stderr.startswith(message.format(port=port)), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "secret" not in result.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["data", "dvc.yaml", "params.yaml"]
+
+
+@pytest.mark.parametrize("variable, value, problem", [
+    ("FMNIST_TUNE_THREADS", "abc", "FMNIST_TUNE_THREADS=abc: must be a whole number of "
+                                   "threads >= 1"),
+    ("FMNIST_TUNE_THREADS", "0", "FMNIST_TUNE_THREADS=0: must be a whole number of threads >= 1"),
+    ("FMNIST_TUNE_ARTIFACTS", "{file}/models", "FMNIST_TUNE_ARTIFACTS={file}/models: "
+                                               "Not a directory"),
+])
+def test_a_bad_environment_variable_is_named_before_the_database_is_tried(tmp_path, splits,
+                                                                          variable, value,
+                                                                          problem):
+    """The issue's case: FMNIST_TUNE_THREADS=abc with an unreachable database gave the
+    database's error. A listening socket stands in for the database and counts the tries."""
+    import socket
+
+    assert tune.THREADS_ENV == "FMNIST_TUNE_THREADS"
+    assert tune_storage.ARTIFACTS_ENV == "FMNIST_TUNE_ARTIFACTS"
+    folder = make_project(tmp_path / "project", splits)
+    file = tmp_path / "a-file"
+    file.write_text("not a folder\n")
+    with socket.create_server(("127.0.0.1", 0)) as database:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FMNIST_TUNE_")}
+        env.update({"PYTHONPATH": str(ROOT), tune_storage.ARTIFACTS_ENV: str(tmp_path / "art"),
+                    tune_storage.STORAGE_ENV: "postgresql://tuner:secret@127.0.0.1:"
+                                              f"{database.getsockname()[1]}/studies",
+                    variable: value.format(file=file)})
+        result = subprocess.run([sys.executable, "-m", "pipeline.tune"], cwd=folder, env=env,
+                                capture_output=True, text=True, timeout=60)
+        database.setblocking(False)
+        with pytest.raises(BlockingIOError):  # no connection waits to be accepted
+            database.accept()
+    assert result.returncode == 1
+    assert result.stderr == f"tune: error: {problem.format(file=file)}\n"
+    assert sorted(p.name for p in folder.iterdir()) == ["data", "dvc.yaml", "params.yaml"]

@@ -2,7 +2,8 @@
 
 Its signature takes raw uint8 images (batch, 28, 28) and applies the normalization
 recorded in the data card itself (pipeline/serving/signature.py has the contract). The folder is
-written aside, checked against the Keras model, and only then renamed into place.
+written aside, checked against the Keras model through both kinds of TensorFlow loader
+(by object, and by the saver as TF Serving loads it), and only then renamed into place.
 """
 
 from __future__ import annotations
@@ -30,21 +31,43 @@ def probe_images(count: int = PROBE_IMAGES) -> np.ndarray:
 
 
 def export(model_path: Path, normalization: Normalization, out_dir: Path) -> None:
-    import keras
-
+    from pipeline.serving.signature import write_savedmodel
     from pipeline.training.model import load_model
-    from pipeline.serving.signature import load_savedmodel, write_savedmodel
 
-    keras.utils.set_random_seed(0)  # dropout's seed state is saved too: keep it fixed
     model = load_model(model_path)
     probe = probe_images()
     expected = model.predict(normalization.features(probe), verbose=0)
     with atomic_dir(out_dir) as tmp:
         write_savedmodel(model, normalization, tmp)
-        served = load_savedmodel(tmp)(probe)
-        if not np.allclose(served, expected, rtol=1e-5, atol=1e-6):
-            raise DataError(f"{out_dir}: the exported model disagrees with {model_path} "
-                            f"(max difference {np.abs(served - expected).max():.3g})")
+        for loader, served in served_probabilities(tmp, probe, out_dir).items():
+            if not np.allclose(served, expected, rtol=1e-5, atol=1e-6):
+                raise DataError(f"{out_dir}: the exported model, loaded by {loader}, disagrees "
+                                f"with {model_path} (max difference "
+                                f"{np.abs(served - expected).max():.3g})")
+
+
+def served_probabilities(path: Path, probe: np.ndarray, out_dir: Path) -> dict[str, np.ndarray]:
+    """The probe's probabilities by each kind of TensorFlow loader: by object, and by the
+    saver as TF Serving loads a model. One can run a model the other cannot."""
+    import tensorflow as tf
+
+    from pipeline.serving.signature import load_savedmodel, session_probabilities
+
+    served = {"tf.saved_model.load": load_savedmodel(path)(probe)}
+    try:
+        served["the TF1 session loader"] = session_probabilities(path, probe)
+    except tf.errors.OpError as exc:
+        raise DataError(f"{out_dir}: the exported model fails in the TF1 session loader, "
+                        f"as TF Serving would load it ({type(exc).__name__}: "
+                        f"{first_sentence(exc.message)})") from None
+    return served
+
+
+def first_sentence(message: str) -> str:
+    """'Could not find variable x' out of TensorFlow's 'Graph execution error: ...' text."""
+    lines = [line.strip() for line in message.splitlines()
+             if line.strip() and not line.startswith("Graph execution error")]
+    return lines[0].split(". ")[0] if lines else message.strip()
 
 
 def main() -> None:

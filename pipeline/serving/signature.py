@@ -25,21 +25,28 @@ PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
 
 def write_savedmodel(model, normalization: Normalization, path: str | Path) -> None:
     """tf.saved_model.save of a module whose `serve` function is the serving_default
-    signature. (Keras' model.export orders the variables differently from run to run;
-    this way the same model gives the same bytes, so DVC sees an unchanged output.)"""
+    signature and whose variables are the model's own tf.Variables, in layer order.
+
+    The Keras model stays out of the module (the function reaches it by closure): saved
+    as an attribute, each Keras 3 variable becomes two graph variables, the one the
+    checkpoint restores and the one the function reads, so a loader that restores by the
+    saver (saved_model_cli, the TF1 session loader, TF Serving) runs on variables nothing
+    restored. Keras' model.export saves every weight twice and orders them differently
+    from run to run; this way the same model gives the same bytes, so DVC sees an
+    unchanged output."""
     import tensorflow as tf
 
     class Serving(tf.Module):
         def __init__(self):
             super().__init__(name="fashion_mnist")
-            self.model = model
+            self.weights = [weight.value for weight in model.weights]
             self.class_names = tf.constant(CLASS_NAMES)
 
         @tf.function(input_signature=[tf.TensorSpec((None, *IMAGE_SHAPE), tf.uint8,
                                                     name=INPUT)])
         def serve(self, images):
             pixels = tf.reshape(tf.cast(images, tf.float32), (-1, PIXELS))
-            probabilities = self.model(
+            probabilities = model(
                 normalize(pixels, normalization.offset, normalization.scale), training=False)
             return {PROBABILITIES: probabilities,
                     CLASS_NAME: tf.gather(self.class_names, tf.argmax(probabilities, axis=1))}
@@ -77,3 +84,24 @@ def load_savedmodel(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
 
     probabilities.loaded = loaded  # the signature is valid only while its object lives
     return probabilities
+
+
+def session_probabilities(path: str | Path, images: np.ndarray) -> np.ndarray:
+    """uint8 images (N, 28, 28) -> probabilities (N, 10), through TF1's session loader.
+
+    It restores the variables by the SavedModel's saver, as TF Serving and
+    saved_model_cli do; tf.saved_model.load binds them by object instead, so a model can
+    pass load_savedmodel and still fail here."""
+    import tensorflow as tf
+
+    logger, level = tf.get_logger(), tf.get_logger().level
+    logger.setLevel("ERROR")  # the loader's deprecation notice, meant for new TF2 code
+    try:
+        with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session:
+            meta_graph = tf.compat.v1.saved_model.loader.load(
+                session, [tf.saved_model.SERVING], str(path))
+            signature = meta_graph.signature_def[SIGNATURE]
+            return session.run(signature.outputs[PROBABILITIES].name,
+                               {signature.inputs[INPUT].name: images})
+    finally:
+        logger.setLevel(level)

@@ -8,6 +8,7 @@ checkout of this project looks after `dvc repro`.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from PIL import Image
 
 from pipeline import CLASS_NAMES
 from pipeline.data import idx
+from pipeline.core.errors import DataError
 from pipeline.core.paths import DATA_CARD
 from pipeline.core.params import ModelParams, PrepareParams, TrainParams
 from tests.support.synthetic import make_garment_images, write_idx_dataset
@@ -129,21 +131,126 @@ def savedmodel(tuned_project):
     return tuned_project / "models" / "tuned_savedmodel"
 
 
-def test_savedmodel_matches_the_keras_model_on_the_test_images(tuned_project, savedmodel):
+@pytest.fixture(scope="module")
+def keras_test_predictions(tuned_project):
+    """The raw uint8 test images and the Keras model's probabilities for them, computed
+    on the prepared split as evaluate feeds it."""
     import keras
-    import tensorflow as tf
 
     from pipeline.data.prepared import load_split
 
     raw_images, _ = idx.read_split(tuned_project / "data" / "raw", "test")
-    x_test, _ = load_split("test")  # what evaluate feeds the Keras model
+    x_test, _ = load_split("test")
     expected = keras.models.load_model("models/tuned.keras", compile=False).predict(
         x_test, verbose=0)
+    return raw_images, expected
+
+
+def assert_served_as_keras(class_names, probabilities, expected) -> None:
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-6)
+    assert [name.decode() for name in class_names] == \
+        [CLASS_NAMES[i] for i in expected.argmax(axis=1)]
+    assert len(set(class_names)) > 1  # a trained model, not one answer for all
+
+
+def test_savedmodel_matches_the_keras_model_on_the_test_images(savedmodel,
+                                                               keras_test_predictions):
+    import tensorflow as tf
+
+    raw_images, expected = keras_test_predictions
     serve = tf.saved_model.load(str(savedmodel)).signatures["serving_default"]
     outputs = serve(images=tf.constant(raw_images, dtype=tf.uint8))
-    np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, rtol=1e-5, atol=1e-6)
-    names = [name.decode() for name in outputs["class_name"].numpy()]
-    assert names == [CLASS_NAMES[i] for i in expected.argmax(axis=1)]
+    assert_served_as_keras(outputs["class_name"].numpy(), outputs["probabilities"].numpy(),
+                           expected)
+
+
+def test_saved_model_cli_run_gives_the_keras_models_classes(savedmodel, keras_test_predictions,
+                                                            tmp_path):
+    """TensorFlow's own command restores the variables by the saver, as TF Serving does."""
+    raw_images, expected = keras_test_predictions
+    np.save(tmp_path / "images.npy", raw_images)
+    cli = Path(sys.executable).parent / "saved_model_cli"  # installed with TensorFlow
+    result = subprocess.run(
+        [str(cli), "run", "--dir", str(savedmodel), "--tag_set", "serve",
+         "--signature_def", "serving_default", "--inputs", f"images={tmp_path / 'images.npy'}",
+         "--outdir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, env={"TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr
+    assert "Result for output key class_name:" in result.stdout
+    assert_served_as_keras(np.load(tmp_path / "out" / "class_name.npy", allow_pickle=True),
+                           np.load(tmp_path / "out" / "probabilities.npy"), expected)
+
+
+TF1_SESSION_CLIENT = """
+import sys
+import numpy as np
+import tensorflow as tf
+
+tf.compat.v1.disable_eager_execution()
+savedmodel, images, out = sys.argv[1:]
+with tf.compat.v1.Session(graph=tf.Graph()) as session:
+    meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], savedmodel)
+    signature = meta_graph.signature_def["serving_default"]
+    outputs = session.run({key: info.name for key, info in signature.outputs.items()},
+                          {signature.inputs["images"].name: np.load(images)})
+np.savez(out, **outputs)
+"""
+
+
+def test_the_tf1_session_loader_gives_the_keras_models_classes(savedmodel,
+                                                               keras_test_predictions,
+                                                               tmp_path):
+    """In its own process: TF1 graph mode must not leak into the other tests."""
+    raw_images, expected = keras_test_predictions
+    np.save(tmp_path / "images.npy", raw_images)
+    result = subprocess.run(
+        [sys.executable, "-c", TF1_SESSION_CLIENT, str(savedmodel),
+         str(tmp_path / "images.npy"), str(tmp_path / "out.npz")],
+        capture_output=True, text=True, timeout=300, env={"TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr
+    outputs = np.load(tmp_path / "out.npz", allow_pickle=True)
+    assert_served_as_keras(outputs["class_name"], outputs["probabilities"], expected)
+
+
+def test_keras_tfsmlayer_gives_the_keras_models_classes(savedmodel, keras_test_predictions):
+    import keras
+
+    raw_images, expected = keras_test_predictions
+    outputs = keras.layers.TFSMLayer(str(savedmodel), call_endpoint="serving_default")(
+        raw_images)
+    assert_served_as_keras(outputs["class_name"].numpy(), outputs["probabilities"].numpy(),
+                           expected)
+
+
+def test_export_refuses_a_savedmodel_that_only_tf2s_loader_runs(tuned_project, monkeypatch,
+                                                                tmp_path):
+    """The export before issue 23 kept the Keras model as the module's attribute:
+    tf.saved_model.load ran it, TF Serving's way of loading did not."""
+    import tensorflow as tf
+
+    from pipeline.serving import signature
+    from pipeline.export import export
+    from pipeline.data.normalization import Normalization, normalize
+
+    def write_tracking_the_keras_model(model, normalization, path):
+        module = tf.Module()
+        module.model = model
+        module.serve = tf.function(
+            lambda images: {signature.PROBABILITIES: module.model(normalize(
+                tf.reshape(tf.cast(images, tf.float32), (-1, signature.PIXELS)),
+                normalization.offset, normalization.scale), training=False)},
+            input_signature=[tf.TensorSpec((None, 28, 28), tf.uint8, name="images")])
+        tf.saved_model.save(module, str(path), signatures={signature.SIGNATURE: module.serve})
+
+    monkeypatch.setattr(serving, "write_savedmodel", write_tracking_the_keras_model)
+    out_dir = tmp_path / "served"
+    with pytest.raises(DataError) as error:
+        export(Path("models/tuned.keras"), Normalization.from_card(DATA_CARD), out_dir)
+    prefix = (f"{out_dir}: the exported model fails in the TF1 session loader, as TF Serving "
+              "would load it (FailedPreconditionError: Could not find variable ")
+    assert re.fullmatch(re.escape(prefix) + r"(dense_1|softmax)/(kernel|bias)\)",
+                        str(error.value)), str(error.value)  # whichever read ran first
+    assert not out_dir.exists() and list(tmp_path.iterdir()) == []
 
 
 def test_export_is_byte_reproducible(tuned_project, savedmodel):

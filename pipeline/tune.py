@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 from pipeline.core import params
 from pipeline.tuning import study
 from pipeline.tuning import reports
+from pipeline.tuning import space
 from pipeline.tuning import storage
 from pipeline.core.atomic import atomic_dir, atomic_path, write_json, write_text
 from pipeline.core.errors import PipelineError
@@ -48,7 +49,7 @@ def describe(values: dict, names: list[str]) -> str:
     return " ".join(f"{name}={shown(values[name])}" for name in names if name in values)
 
 
-def trial_line(trial, opened, tune: params.TuneParams, wanted: int) -> str:
+def trial_line(trial, opened, tune: space.TuneParams, wanted: int) -> str:
     """The trial's settings, its score or where it was pruned, the best so far, what is left."""
     done = len(study.finished_trials(opened))
     epochs = len(trial.intermediate_values)
@@ -63,7 +64,7 @@ def trial_line(trial, opened, tune: params.TuneParams, wanted: int) -> str:
             f"{wanted - done} left")
 
 
-def start_line(opened, tune: params.TuneParams, wanted: int, retried: list[int],
+def start_line(opened, tune: space.TuneParams, wanted: int, retried: list[int],
                where: str) -> str:
     done = len(study.finished_trials(opened))
     pruning = {"asha": f"asha pruner (from epoch {tune.min_epochs}, keeps the top "
@@ -72,7 +73,7 @@ def start_line(opened, tune: params.TuneParams, wanted: int, retried: list[int],
                          f"{tune.startup_trials} complete trials)",
                "none": "no pruning"}[tune.pruner]
     fixed = {name: entry.value for name, entry in tune.space.items()
-             if isinstance(entry, params.Fixed)}
+             if isinstance(entry, space.Fixed)}
     resumed = f"; {done} finished already" if done else ""
     if retried:
         resumed += f", rerunning interrupted trial(s) {', '.join(map(str, retried))}"
@@ -104,7 +105,7 @@ def write_live(history: dict[str, list[float]], model_settings, train_settings) 
         live.end()
 
 
-def write_outputs(opened, tune: params.TuneParams, home: storage.StudyHome) -> None:
+def write_outputs(opened, tune: space.TuneParams, home: storage.StudyHome) -> None:
     """Everything from the finished study; best_params.json last: it marks a result."""
     from pipeline.tuning.objective import HISTORY
 
@@ -115,7 +116,7 @@ def write_outputs(opened, tune: params.TuneParams, home: storage.StudyHome) -> N
     best, reader = study.best_model_reader(opened, home.artifacts, hint)
     with reader, atomic_path(MODEL_PATH, suffix=".keras") as tmp, open(tmp, "wb") as out:
         shutil.copyfileobj(reader, out)
-    model_settings, train_settings = params.trial_settings(
+    model_settings, train_settings = space.trial_settings(
         study.trial_values(best, tune.space), tune.seed)
     write_live(best.user_attrs[HISTORY], model_settings, train_settings)
 
@@ -157,7 +158,7 @@ def waiting_line(counts, wanted: int) -> str:
 def run(worker: bool) -> None:
     """The stage (worker=False): fill the study, then write the outputs from it. A worker
     joins the same shared study, runs trials until it is full and writes nothing else."""
-    tune = params.TuneParams.from_params(params.load("tune"))
+    tune = space.TuneParams.from_params(params.load("tune"))
     if worker and storage.storage_url() is None:
         raise PipelineError(
             f"--worker joins a study shared through a database: set "

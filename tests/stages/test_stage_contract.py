@@ -15,22 +15,25 @@ import pytest
 import yaml
 
 from pipeline.core import params
+from pipeline.tuning import space
 
 ROOT = Path(__file__).resolve().parents[2]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 STAGES = sorted(DVC["stages"])
-PARAM_CLASSES = {name: cls for name, cls in vars(params).items() if isinstance(cls, type)
-                 and dataclasses.is_dataclass(cls) and hasattr(cls, "SECTION")}
+PARAM_CLASSES = {name: cls for module in (params, space) for name, cls in vars(module).items()
+                 if isinstance(cls, type) and dataclasses.is_dataclass(cls)
+                 and hasattr(cls, "SECTION")}
 
 # Code that cannot change what a stage produces: error types, logging, atomic renames,
 # the dataset's fixed constants, params validation (it accepts or refuses a value,
-# never alters one it accepts) and the artifact paths (dvc.yaml names the same paths, so
+# never alters one it accepts), the reading of imports (core/modules.py) and the artifact paths (dvc.yaml names the same paths, so
 # moving one changes dvc.yaml too: tests/core/test_paths.py). Listing it as deps would rerun
 # everything, fetch included, on every edit of a message.
 # The subpackages' __init__.py files hold a docstring only (a test below holds that).
 SUBPACKAGE_INITS = {str(p.relative_to(ROOT)) for p in (ROOT / "pipeline").glob("*/__init__.py")}
 PLUMBING = {"pipeline/__init__.py", "pipeline/core/runner.py", "pipeline/core/atomic.py",
             "pipeline/core/errors.py", "pipeline/core/params.py", "pipeline/core/paths.py",
+            "pipeline/core/modules.py",
             *SUBPACKAGE_INITS}
 
 

@@ -23,6 +23,7 @@ import yaml
 
 from pipeline import tune
 from pipeline.core import params
+from pipeline.tuning import space as search
 from pipeline.core import paths
 from pipeline.tuning import study
 from pipeline.tuning import reports
@@ -57,11 +58,11 @@ def tune_section(space=None, **changes) -> dict:
     return {**section, **changes}
 
 
-def tune_params(**changes) -> params.TuneParams:
+def tune_params(**changes) -> search.TuneParams:
     values = yaml.safe_load((ROOT / "params.yaml").read_text())
     values["tune"] = tune_section(**changes)
     stage = params.StageParams("tune", values, params.declared_params("tune", ROOT / "dvc.yaml"))
-    return params.TuneParams.from_params(stage)
+    return search.TuneParams.from_params(stage)
 
 
 # --- params: the space ----------------------------------------------------------------
@@ -108,12 +109,12 @@ def test_invalid_search_settings_are_refused_naming_the_key(changes, key):
 
 def test_plain_forms_become_ranges_choices_and_fixed_values():
     space = tune_params(space={"batch_size": {"low": 32, "high": 256, "log": True}}).space
-    assert space["batch_size"] == params.Range(32, 256, log=True, integer=True)
-    assert space["dropout"] == params.Range(0.0, 0.3, log=False, integer=False)
-    assert space["hidden_units"] == params.Choices(("16", "32"))
-    assert space["epochs"] == params.Fixed(3)
-    model_settings, train_settings = params.trial_settings(
-        {**{n: e.value for n, e in space.items() if isinstance(e, params.Fixed)},
+    assert space["batch_size"] == search.Range(32, 256, log=True, integer=True)
+    assert space["dropout"] == search.Range(0.0, 0.3, log=False, integer=False)
+    assert space["hidden_units"] == search.Choices(("16", "32"))
+    assert space["epochs"] == search.Fixed(3)
+    model_settings, train_settings = search.trial_settings(
+        {**{n: e.value for n, e in space.items() if isinstance(e, search.Fixed)},
          "hidden_units": "512-256", "dropout": 0.1, "learning_rate": 0.01, "batch_size": 64},
         seed=5)
     assert model_settings.hidden_units == (512, 256)
@@ -123,7 +124,7 @@ def test_plain_forms_become_ranges_choices_and_fixed_values():
 # --- the search, with instant objectives --------------------------------------------------
 
 
-def fake_objective(settings: params.TuneParams, best_rate: float = 0.01):
+def fake_objective(settings: search.TuneParams, best_rate: float = 0.01):
     """Validation accuracy that grows with the epochs and peaks at best_rate."""
     def objective(trial):
         values = study.suggest(trial, settings.space)
@@ -138,7 +139,7 @@ def fake_objective(settings: params.TuneParams, best_rate: float = 0.01):
     return objective
 
 
-def run_study(settings: params.TuneParams, storage=None, name="test") -> optuna.Study:
+def run_study(settings: search.TuneParams, storage=None, name="test") -> optuna.Study:
     study.quiet_optuna()
     opened = study.open_study(settings, storage or optuna.storages.InMemoryStorage(), name)
     study.run_trials(opened, settings, fake_objective(settings))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
-from dataclasses import asdict
 
 from optuna.trial import TrialState
 
@@ -29,7 +28,8 @@ from pipeline.tuning import space
 from pipeline.tuning import storage
 from pipeline.core.atomic import atomic_dir, atomic_path, write_json, write_text
 from pipeline.core.errors import PipelineError
-from pipeline.core.paths import MODELS
+from pipeline.core.paths import (BEST_PARAMS, LIVE_DIRS, MODELS, TRIALS, TUNE_CURVES, TUNE_DIR,
+                                  TUNE_IMPORTANCE, TUNE_METRICS)
 from pipeline.core.runner import format_seconds, log, quiet_tensorflow, run_stage
 from pipeline.data.prepared import load_split, split_path
 
@@ -85,19 +85,14 @@ def start_line(opened, tune: space.TuneParams, wanted: int, retried: list[int],
 # --- outputs --------------------------------------------------------------------------
 
 
-def plain(settings) -> dict:
-    """Settings as params.yaml spells them: lists for tuples."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()}
-
-
 def write_live(history: dict[str, list[float]], model_settings, train_settings) -> None:
     """The best trial's per-epoch curves, in the layout DVCLive's Keras callback writes."""
     from dvclive import Live
     from dvclive.utils import standardize_metric_name
 
-    with atomic_dir(reports.LIVE_DIR) as tmp:
+    with atomic_dir(LIVE_DIRS["tuned"]) as tmp:
         live = Live(dir=str(tmp), dvcyaml=None, save_dvc_exp=False, report=None)
-        live.log_params({"model": plain(model_settings), "train": plain(train_settings)})
+        live.log_params({"model": model_settings.plain(), "train": train_settings.plain()})
         for epoch in range(len(history["loss"])):
             for metric, values in history.items():
                 live.log_metric(standardize_metric_name(metric, "dvclive.keras"), values[epoch])
@@ -122,27 +117,27 @@ def write_outputs(opened, tune: space.TuneParams, home: storage.StudyHome) -> No
 
     trials = opened.get_trials(deepcopy=False)
     table = reports.trials_table(opened)
-    write_text(reports.TRIALS_PATH, table.to_csv(index=False))
-    write_text(reports.CURVES_PATH, reports.curves_table(trials).to_csv(index=False))
-    write_text(reports.IMPORTANCE_PATH,
+    write_text(TRIALS, table.to_csv(index=False))
+    write_text(TUNE_CURVES, reports.curves_table(trials).to_csv(index=False))
+    write_text(TUNE_IMPORTANCE,
                reports.importance_table(trials, tune.seed).to_csv(index=False))
     states = table["state"].value_counts()
-    write_json(reports.METRICS_PATH, {
+    write_json(TUNE_METRICS, {
         "best_val_accuracy": best.value,
         "best_trial": best.number,
-        "trials": int(states.get("COMPLETE", 0) + states.get("PRUNED", 0)),
-        "complete": int(states.get("COMPLETE", 0)),
-        "pruned": int(states.get("PRUNED", 0)),
-        "failed": int(states.get("FAIL", 0)),
+        "trials": int(sum(states.get(state, 0) for state in reports.FINISHED_NAMES)),
+        "complete": int(states.get(reports.COMPLETE, 0)),
+        "pruned": int(states.get(reports.PRUNED, 0)),
+        "failed": int(states.get(reports.FAIL, 0)),
         "seconds": round(float(table["seconds"].sum()), 1),  # all trials, across resumes
     })
-    write_json(reports.BEST_PARAMS_PATH, {
+    write_json(BEST_PARAMS, {
         "study": opened.study_name,
         "trial": best.number,
         "val_accuracy": best.value,
         "params": best.params,
-        "model": plain(model_settings),
-        "train": plain(train_settings),
+        "model": model_settings.plain(),
+        "train": train_settings.plain(),
     })
 
 
@@ -200,7 +195,7 @@ def run(worker: bool) -> None:
     write_outputs(opened, tune, home)
     log(f"tune: best val_accuracy {best.value:.4f} (trial {best.number}: "
         f"{describe(best.params, tune.searched)}) after {searched} of search in this run; "
-        f"wrote {MODEL_PATH}, {reports.REPORT_DIR}/")
+        f"wrote {MODEL_PATH}, {TUNE_DIR}/")
 
 
 def main() -> None:

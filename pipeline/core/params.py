@@ -228,6 +228,11 @@ class Section:
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
 
+    def plain(self) -> dict[str, Any]:
+        """The settings as params.yaml spells them: lists for tuples."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
     @classmethod
     def rule(cls, name: str) -> Any:
         """The field's type with its constraints: its whole rule."""

@@ -3,9 +3,9 @@
 This is the one module that knows the keys (the grammar of the tune section's search
 space is pipeline/tuning/space.py's, built on the rules here). The rules are pydantic
 types; a small formatter turns pydantic's errors into the project's one-line messages.
-A stage calls `load(stage)` and can read only the keys its dvc.yaml entry lists under `params:`; reading any other key fails
-loudly, because an undeclared read is a silent reproducibility bug (DVC would not rerun
-the stage when that key changes). Every value is checked here, before any long work,
+A stage calls `load(stage)` and can read only the keys its dvc.yaml entry lists under
+`params:`; reading any other key fails loudly, because an undeclared read is a silent
+reproducibility bug (DVC would not rerun the stage when that key changes). Every value is checked here, before any long work,
 and a bad one raises ParamsError naming the key. A key no stage knows (a typo) stops
 every stage, whichever keys that stage declares.
 """
@@ -203,14 +203,10 @@ def _layer_list(value: Any) -> Any:
     return value
 
 
-def _no_text(value: Any) -> Any:
-    return "" if value is None else value
-
-
 Int = StrictInt
 Number = StrictFloat  # an integer is a number too; true/false is not
 Layers = Annotated[tuple[Annotated[StrictInt, Field(ge=1)], ...], BeforeValidator(_layer_list)]
-Text = Annotated[StrictStr, BeforeValidator(_no_text)]  # empty when left out (null)
+Text = Annotated[StrictStr, BeforeValidator(lambda v: "" if v is None else v)]  # null: empty
 
 
 def one_of(choices: tuple[str, ...]) -> Any:
@@ -241,8 +237,7 @@ class Section:
     @classmethod
     def choices(cls, name: str) -> tuple:
         """The values a one_of field allows (its message lists them), else ()."""
-        rule = cls.rule(name)
-        return get_args(rule) if get_origin(rule) is Literal else ()
+        return get_args(cls.rule(name)) if get_origin(cls.rule(name)) is Literal else ()
 
     @classmethod
     def build(cls, values: Mapping[str, Any], prefix: str = ""):

@@ -26,8 +26,9 @@ PARAM_CLASSES = {name: cls for module in (params, space) for name, cls in vars(m
 
 # Code that cannot change what a stage produces: error types, logging, atomic renames,
 # the dataset's fixed constants, params validation (it accepts or refuses a value,
-# never alters one it accepts), the reading of imports (core/modules.py) and the artifact paths (dvc.yaml names the same paths, so
-# moving one changes dvc.yaml too: tests/core/test_paths.py). Listing it as deps would rerun
+# never alters one it accepts), the reading of imports (core/modules.py) and the artifact
+# paths (dvc.yaml names the same paths, so moving one changes dvc.yaml too:
+# tests/core/test_paths.py). Listing it as deps would rerun
 # everything, fetch included, on every edit of a message.
 # The subpackages' __init__.py files hold a docstring only (a test below holds that).
 SUBPACKAGE_INITS = {str(p.relative_to(ROOT)) for p in (ROOT / "pipeline").glob("*/__init__.py")}

@@ -5,9 +5,9 @@ space is pipeline/tuning/space.py's, built on the rules here). The rules are pyd
 types; a small formatter turns pydantic's errors into the project's one-line messages.
 A stage calls `load(stage)` and can read only the keys its dvc.yaml entry lists under
 `params:`; reading any other key fails loudly, because an undeclared read is a silent
-reproducibility bug (DVC would not rerun the stage when that key changes). Every value is checked here, before any long work,
-and a bad one raises ParamsError naming the key. A key no stage knows (a typo) stops
-every stage, whichever keys that stage declares.
+reproducibility bug (DVC would not rerun the stage when that key changes). Every value
+is checked here, before any long work, and a bad one raises ParamsError naming the key.
+A key no stage knows (a typo) stops every stage, whichever keys that stage declares.
 """
 
 from __future__ import annotations

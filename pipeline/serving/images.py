@@ -118,7 +118,7 @@ def to_black_background(image: Image.Image, background: int) -> Image.Image:
     return image.point(lambda p: max(0, p - background) * 255 // (255 - background))
 
 
-def fit(image: Image.Image) -> Image.Image:
+def fit_to_canvas(image: Image.Image) -> Image.Image:
     """Trim to the object, longest side to 28 pixels, centred on a black 28x28 canvas."""
     background = border_level(image)
     trimmed = to_black_background(trim(image, background), background)
@@ -132,7 +132,7 @@ def to_fashion_mnist(image: Image.Image) -> np.ndarray:
     if border_level(gray) > 127:  # dark-on-light, as product photos are
         gray = ImageOps.invert(gray)
     if gray.size != SIZE:
-        gray = fit(gray)
+        gray = fit_to_canvas(gray)
     return np.asarray(gray, dtype=np.uint8)
 
 

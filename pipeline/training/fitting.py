@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -152,9 +152,6 @@ def _fit_with_live(run, live_dir: Path, model_settings, train_settings) -> dict:
 
     with atomic_dir(live_dir) as tmp:
         live = Live(dir=str(tmp), dvcyaml=None, save_dvc_exp=False, report=None)
-        live.log_params({"model": _plain(model_settings), "train": _plain(train_settings)})
+        live.log_params({"model": model_settings.plain(), "train": train_settings.plain()})
         return run([DVCLiveCallback(live=live)])
 
-
-def _plain(settings) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()}

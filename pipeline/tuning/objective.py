@@ -7,8 +7,6 @@ Optuna side.
 from __future__ import annotations
 
 import hashlib
-import sys
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -17,9 +15,10 @@ import tensorflow as tf
 
 from pipeline.training import fitting
 from pipeline.training import model
-from pipeline.core import params
 from pipeline.data import prepared
+from pipeline.tuning import space
 from pipeline.tuning import study
+from pipeline.core.modules import imported_closure, module_file
 
 HISTORY = "history"  # user attr: the per-epoch numbers Keras logged (loss, accuracy, val_*)
 
@@ -59,7 +58,7 @@ class PruneOnEpoch(keras.callbacks.Callback):
 class Objective:
     """Called by Optuna once per trial; returns the trial's validation accuracy."""
 
-    def __init__(self, tune: params.TuneParams, train: fitting.Split, val: fitting.Split,
+    def __init__(self, tune: space.TuneParams, train: fitting.Split, val: fitting.Split,
                  store: optuna.artifacts.FileSystemArtifactStore):
         # A fresh model per trial is the point here; TensorFlow's retracing warning is noise.
         tf.get_logger().setLevel("ERROR")
@@ -67,7 +66,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         values = study.suggest(trial, self.tune.space)
-        model_settings, train_settings = params.trial_settings(values, self.tune.seed)
+        model_settings, train_settings = space.trial_settings(values, self.tune.seed)
         keras.utils.clear_session(free_memory=True)  # one model in memory at a time
         pruning = PruneOnEpoch(trial, train_settings.epochs)
         result = fitting.fit(model_settings, train_settings, self.train, self.val,
@@ -81,10 +80,12 @@ class Objective:
 
 
 def code_digest() -> str:
-    """The code and library versions a trial's result depends on: changing any of them
-    starts a new study instead of reusing trials trained by other code."""
-    modules = (params, study, fitting, model, prepared, sys.modules[__name__])
+    """The code and library versions a trial's result depends on: this module and every
+    project module it imports (pipeline/core/modules.py reads them from the sources), and
+    the reader of the splits it trains on; changing any of them starts a new study
+    instead of reusing trials trained by other code."""
+    modules = imported_closure(__name__) | imported_closure(prepared.__name__)
+    files = [module_file(name) for name in sorted(modules)]
     versions = f"optuna {optuna.__version__} tf {tf.__version__} keras {keras.__version__} " \
                f"numpy {np.__version__}"
-    files = study.file_digest(Path(m.__file__) for m in modules)
-    return hashlib.sha256(f"{files} {versions}".encode()).hexdigest()
+    return hashlib.sha256(f"{study.file_digest(files)} {versions}".encode()).hexdigest()

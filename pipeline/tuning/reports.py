@@ -17,19 +17,10 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-# tune's report paths, under the names tune and its tests use (spelled in pipeline/core/paths.py)
-from pipeline.core.paths import BEST_PARAMS as BEST_PARAMS_PATH
-from pipeline.core.paths import LIVE_DIRS
-from pipeline.core.paths import TRIALS as TRIALS_PATH
-from pipeline.core.paths import TUNE_CURVES as CURVES_PATH
-from pipeline.core.paths import TUNE_DIR as REPORT_DIR
-from pipeline.core.paths import TUNE_IMPORTANCE as IMPORTANCE_PATH
-from pipeline.core.paths import TUNE_METRICS as METRICS_PATH
-
-LIVE_DIR = LIVE_DIRS["tuned"]  # DVCLive curves of the best complete trial
-
 PARAM_PREFIX = "params_"  # Optuna's trials_dataframe names the searched settings so
-FINISHED = (TrialState.COMPLETE.name, TrialState.PRUNED.name)
+# trials.csv's state column: the names of Optuna's TrialStates (visualize reads them)
+COMPLETE, PRUNED, FAIL = TrialState.COMPLETE.name, TrialState.PRUNED.name, TrialState.FAIL.name
+FINISHED_NAMES = (COMPLETE, PRUNED)
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
@@ -58,7 +49,7 @@ def importance_table(trials: Sequence[FrozenTrial], seed: int) -> pd.DataFrame:
     """How much each searched setting explains validation accuracy (Optuna's fANOVA
     evaluator), at the last epoch every finished trial reached: pruned trials count too,
     compared at the same point of training as the complete ones."""
-    finished = [t for t in trials if t.state.name in FINISHED and t.intermediate_values]
+    finished = [t for t in trials if t.state.name in FINISHED_NAMES and t.intermediate_values]
     columns = ["setting", "importance", "epoch", "trials"]
     if len(finished) < 2 or not any(t.params for t in finished):
         return pd.DataFrame(columns=columns)

@@ -30,7 +30,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.core.errors import DataError
-from pipeline.core.params import Choices, Range, SpaceEntry, TuneParams
+from pipeline.tuning.space import Choices, Range, SpaceEntry, TuneParams
 from pipeline.core.paths import STUDY_DIR  # a persist output: DVC keeps it between runs
 
 JOURNAL_NAME = "journal.log"

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from pipeline.core import params
+from pipeline.tuning import space
 from pipeline.core.errors import ParamsError
 from tests.conftest import DELETE, set_params
 
@@ -41,7 +42,7 @@ def test_committed_params_are_valid_for_every_stage(project, stage):
 
 
 def test_committed_tune_section_is_valid(project):
-    tune = params.TuneParams.from_params(params.load("tune"))
+    tune = space.TuneParams.from_params(params.load("tune"))
     assert tune.space, "the default search space must not be empty"
 
 
@@ -179,13 +180,13 @@ def test_invalid_search_spaces_are_refused_naming_the_key(project, change, messa
     data["tune"]["space"].update(change)
     Path("params.yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(ParamsError, match=message):
-        params.TuneParams.from_params(params.load("tune"))
+        space.TuneParams.from_params(params.load("tune"))
 
 
 def test_a_search_space_that_is_not_a_mapping_is_refused(project):
     set_param("tune.space", [0.1, 0.2])
     with pytest.raises(ParamsError, match=r"^tune.space: must be a mapping of model/train"):
-        params.TuneParams.from_params(params.load("tune"))
+        space.TuneParams.from_params(params.load("tune"))
 
 
 def test_invalid_yaml_names_the_file_and_line(project):

@@ -13,7 +13,7 @@ from pipeline.data import idx
 from pipeline.data import sources
 from pipeline.core.errors import DataError
 from pipeline.fetch import fetch_raw
-from pipeline.core.params import FetchParams
+from pipeline.core.params import SOURCES, FetchParams
 from pipeline.data.sources import SourceUnavailable
 
 CLOSED_PORT_MIRROR = "http://127.0.0.1:9/"  # nothing listens on the discard port
@@ -169,7 +169,7 @@ def without_apt(tmp_path):
 
 
 def test_auto_tries_the_sources_in_the_documented_order():
-    assert sources.CHAIN == ("local", "official", "debian", "npm")
+    assert SOURCES == ("local", "official", "debian", "npm")
 
 
 def test_auto_falls_through_to_the_next_source_and_records_why(tmp_path, monkeypatch):

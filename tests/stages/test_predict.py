@@ -242,7 +242,7 @@ def test_export_refuses_a_savedmodel_that_only_tf2s_loader_runs(tuned_project, m
             input_signature=[tf.TensorSpec((None, 28, 28), tf.uint8, name="images")])
         tf.saved_model.save(module, str(path), signatures={signature.SIGNATURE: module.serve})
 
-    monkeypatch.setattr(serving, "write_savedmodel", write_tracking_the_keras_model)
+    monkeypatch.setattr(signature, "write_savedmodel", write_tracking_the_keras_model)
     out_dir = tmp_path / "served"
     with pytest.raises(DataError) as error:
         export(Path("models/tuned.keras"), Normalization.from_card(DATA_CARD), out_dir)

@@ -15,24 +15,28 @@ import pytest
 import yaml
 
 from pipeline.core import params
+from pipeline.tuning import space
 
 ROOT = Path(__file__).resolve().parents[2]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 STAGES = sorted(DVC["stages"])
-PARAM_CLASSES = {name: cls for name, cls in vars(params).items() if isinstance(cls, type)
-                 and dataclasses.is_dataclass(cls) and hasattr(cls, "SECTION")}
+PARAM_CLASSES = {name: cls for module in (params, space) for name, cls in vars(module).items()
+                 if isinstance(cls, type) and dataclasses.is_dataclass(cls)
+                 and hasattr(cls, "SECTION")}
 
 # Code that cannot change what a stage produces: error types, logging, atomic renames,
 # the dataset's fixed constants, params validation (it accepts or refuses a value,
-# never alters one it accepts), the artifact paths (dvc.yaml names the same paths, so
-# moving one changes dvc.yaml too: tests/core/test_paths.py) and the registry (it reads
-# dvc.yaml to name, in an error, the command that rebuilds a missing or damaged input).
-# Listing it as deps would rerun everything, fetch included, on every edit of a message.
+# never alters one it accepts), the reading of imports (core/modules.py), the artifact
+# paths (dvc.yaml names the same paths, so moving one changes dvc.yaml too:
+# tests/core/test_paths.py) and the registry (it reads dvc.yaml to name, in an error, the
+# command that rebuilds a missing or damaged input). Listing it as deps would rerun
+# everything, fetch included, on every edit of a message.
 # The subpackages' __init__.py files hold a docstring only (a test below holds that).
 SUBPACKAGE_INITS = {str(p.relative_to(ROOT)) for p in (ROOT / "pipeline").glob("*/__init__.py")}
 PLUMBING = {"pipeline/__init__.py", "pipeline/core/runner.py", "pipeline/core/atomic.py",
             "pipeline/core/errors.py", "pipeline/core/params.py", "pipeline/core/paths.py",
-            "pipeline/serving/registry.py", *SUBPACKAGE_INITS}
+            "pipeline/core/modules.py", "pipeline/serving/registry.py",
+            *SUBPACKAGE_INITS}
 
 
 @pytest.mark.parametrize("init", sorted(SUBPACKAGE_INITS))
@@ -160,3 +164,54 @@ def test_stage_depends_on_all_code_it_imports(stage):
     deps = set(DVC["stages"][stage].get("deps") or [])
     missing = sorted(code - PLUMBING - deps)
     assert not missing, f"{stage} imports {missing}, which dvc.yaml does not list as deps"
+
+
+# --- the layout's import rules (docs/architecture.md) --------------------------------
+
+ALL_MODULES = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+                     for p in (ROOT / "pipeline").rglob("*.py"))
+TOP_MODULES = {m for m in ALL_MODULES if m.count(".") == 1 and not module_path(m).name
+               == "__init__.py"}  # the stages and the predict tool
+LIBRARIES = sorted({m.split(".")[1] for m in ALL_MODULES if m.count(".") >= 1} - {
+    m.split(".")[1] for m in TOP_MODULES})
+
+
+def layer(module: str) -> str:
+    """'entry' (a stage or the predict tool), a library's name, 'core' or 'package'."""
+    if module == "pipeline":
+        return "package"
+    return "entry" if module in TOP_MODULES else module.split(".")[1]
+
+
+def test_the_layers_are_what_the_docs_say():
+    assert {stage_module(s) for s in STAGES} <= TOP_MODULES == STAGE_MODULES | {
+        "pipeline.predict"}
+    assert LIBRARIES == ["core", "data", "reporting", "serving", "training", "tuning"]
+
+
+@pytest.mark.parametrize("module", [m for m in ALL_MODULES if layer(m) != "entry"])
+def test_no_library_imports_a_stage(module):
+    entries = sorted(m for m in pipeline_imports(module) if layer(m) == "entry")
+    assert not entries, f"{module} imports the entry point(s) {entries}"
+
+
+@pytest.mark.parametrize("module", [m for m in ALL_MODULES if layer(m) in ("core", "package")])
+def test_core_and_the_package_constants_import_nothing_outside_core(module):
+    allowed = {"core"} if layer(module) == "core" else set()
+    outside = sorted(m for m in pipeline_imports(module) if layer(m) not in allowed
+                     and m != "pipeline.core")
+    assert not outside, f"{module} imports {outside}"
+
+
+def test_the_libraries_import_each_other_without_a_cycle():
+    uses = {lib: set() for lib in LIBRARIES}
+    for module in ALL_MODULES:
+        if layer(module) in uses:
+            uses[layer(module)] |= {layer(m) for m in pipeline_imports(module)
+                                    if layer(m) in uses and layer(m) != layer(module)}
+    done: list[str] = []
+    while len(done) < len(uses):  # peel off the libraries whose imports are all done
+        ready = sorted(lib for lib in uses if lib not in done and uses[lib] <= set(done))
+        assert ready, f"the libraries import each other in a cycle: " \
+                      f"{ {lib: sorted(uses[lib]) for lib in uses if lib not in done} }"
+        done += ready

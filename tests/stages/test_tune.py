@@ -23,6 +23,7 @@ import yaml
 
 from pipeline import tune
 from pipeline.core import params
+from pipeline.tuning import space as search
 from pipeline.core import paths
 from pipeline.tuning import study
 from pipeline.tuning import reports
@@ -57,11 +58,11 @@ def tune_section(space=None, **changes) -> dict:
     return {**section, **changes}
 
 
-def tune_params(**changes) -> params.TuneParams:
+def tune_params(**changes) -> search.TuneParams:
     values = yaml.safe_load((ROOT / "params.yaml").read_text())
     values["tune"] = tune_section(**changes)
     stage = params.StageParams("tune", values, params.declared_params("tune", ROOT / "dvc.yaml"))
-    return params.TuneParams.from_params(stage)
+    return search.TuneParams.from_params(stage)
 
 
 # --- params: the space ----------------------------------------------------------------
@@ -108,12 +109,12 @@ def test_invalid_search_settings_are_refused_naming_the_key(changes, key):
 
 def test_plain_forms_become_ranges_choices_and_fixed_values():
     space = tune_params(space={"batch_size": {"low": 32, "high": 256, "log": True}}).space
-    assert space["batch_size"] == params.Range(32, 256, log=True, integer=True)
-    assert space["dropout"] == params.Range(0.0, 0.3, log=False, integer=False)
-    assert space["hidden_units"] == params.Choices(("16", "32"))
-    assert space["epochs"] == params.Fixed(3)
-    model_settings, train_settings = params.trial_settings(
-        {**{n: e.value for n, e in space.items() if isinstance(e, params.Fixed)},
+    assert space["batch_size"] == search.Range(32, 256, log=True, integer=True)
+    assert space["dropout"] == search.Range(0.0, 0.3, log=False, integer=False)
+    assert space["hidden_units"] == search.Choices(("16", "32"))
+    assert space["epochs"] == search.Fixed(3)
+    model_settings, train_settings = search.trial_settings(
+        {**{n: e.value for n, e in space.items() if isinstance(e, search.Fixed)},
          "hidden_units": "512-256", "dropout": 0.1, "learning_rate": 0.01, "batch_size": 64},
         seed=5)
     assert model_settings.hidden_units == (512, 256)
@@ -123,7 +124,7 @@ def test_plain_forms_become_ranges_choices_and_fixed_values():
 # --- the search, with instant objectives --------------------------------------------------
 
 
-def fake_objective(settings: params.TuneParams, best_rate: float = 0.01):
+def fake_objective(settings: search.TuneParams, best_rate: float = 0.01):
     """Validation accuracy that grows with the epochs and peaks at best_rate."""
     def objective(trial):
         values = study.suggest(trial, settings.space)
@@ -138,7 +139,7 @@ def fake_objective(settings: params.TuneParams, best_rate: float = 0.01):
     return objective
 
 
-def run_study(settings: params.TuneParams, storage=None, name="test") -> optuna.Study:
+def run_study(settings: search.TuneParams, storage=None, name="test") -> optuna.Study:
     study.quiet_optuna()
     opened = study.open_study(settings, storage or optuna.storages.InMemoryStorage(), name)
     study.run_trials(opened, settings, fake_objective(settings))
@@ -248,7 +249,7 @@ def make_project(folder: Path, splits, **tune_changes) -> Path:
 
 
 def read_trials(folder: Path) -> pd.DataFrame:
-    return pd.read_csv(folder / reports.TRIALS_PATH)
+    return pd.read_csv(folder / paths.TRIALS)
 
 
 def stored_studies(folder: Path) -> dict[str, optuna.Study]:
@@ -292,14 +293,14 @@ def test_best_params_are_those_of_the_best_complete_trial(stage_run):
     trials = read_trials(stage_run)
     complete = trials[trials["state"] == "COMPLETE"]
     best_row = complete.loc[complete["value"].idxmax()]
-    best = json.loads((stage_run / reports.BEST_PARAMS_PATH).read_text())
+    best = json.loads((stage_run / paths.BEST_PARAMS).read_text())
     assert best["trial"] == best_row["number"]
     assert best["val_accuracy"] == pytest.approx(best_row["value"], abs=1e-12)
     assert best["params"]["hidden_units"] == str(best_row["params_hidden_units"])
     assert best["params"]["learning_rate"] == pytest.approx(best_row["params_learning_rate"])
     assert best["model"]["hidden_units"] == [int(best["params"]["hidden_units"])]
     assert best["train"]["seed"] == TINY["seed"] and best["train"]["epochs"] == 3
-    metrics = json.loads((stage_run / reports.METRICS_PATH).read_text())
+    metrics = json.loads((stage_run / paths.TUNE_METRICS).read_text())
     assert metrics["best_val_accuracy"] == best["val_accuracy"]
     assert (metrics["trials"], metrics["complete"], metrics["pruned"]) == \
         (len(trials), len(complete), int((trials["state"] == "PRUNED").sum()))
@@ -307,13 +308,13 @@ def test_best_params_are_those_of_the_best_complete_trial(stage_run):
 
 def test_curves_stop_where_each_trial_was_pruned(stage_run):
     trials = read_trials(stage_run).set_index("number")
-    curves = pd.read_csv(stage_run / reports.CURVES_PATH)
+    curves = pd.read_csv(stage_run / paths.TUNE_CURVES)
     epochs = curves.groupby("number")["epoch"].max()
     assert (epochs == trials["epochs_run"]).all()
     assert (trials.loc[trials["state"] == "COMPLETE", "epochs_run"] == 3).all()
     last = curves.sort_values("epoch").groupby("number")["val_accuracy"].last()
     assert np.allclose(last, trials["last_val_accuracy"])
-    importance = pd.read_csv(stage_run / reports.IMPORTANCE_PATH)
+    importance = pd.read_csv(stage_run / paths.TUNE_IMPORTANCE)
     assert set(importance["setting"]) == {"hidden_units", "dropout", "learning_rate"}
     assert importance["importance"].sum() == pytest.approx(1.0)
 
@@ -321,13 +322,13 @@ def test_curves_stop_where_each_trial_was_pruned(stage_run):
 def test_tuned_model_is_the_best_trials_own_weights(stage_run, splits):
     import keras
 
-    best = json.loads((stage_run / reports.BEST_PARAMS_PATH).read_text())
+    best = json.loads((stage_run / paths.BEST_PARAMS).read_text())
     model = keras.models.load_model(stage_run / tune.MODEL_PATH)
     _, accuracy = model.evaluate(*splits["val"], verbose=0)
     assert accuracy == pytest.approx(best["val_accuracy"], abs=1e-6)
     assert [layer.units for layer in model.layers if hasattr(layer, "units")][:-1] == \
         best["model"]["hidden_units"]
-    live = json.loads((stage_run / reports.LIVE_DIR / "metrics.json").read_text())
+    live = json.loads((stage_run / paths.LIVE_DIRS["tuned"] / "metrics.json").read_text())
     assert live["eval"]["accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-6)
     artifacts = list((stage_run / study.STUDY_DIR / study.ARTIFACTS_NAME).iterdir())
     assert len(artifacts) == 1  # only the best model is kept
@@ -337,7 +338,7 @@ def test_tuned_model_is_the_best_trials_own_weights(stage_run, splits):
 def test_a_finished_study_is_not_run_again(stage_run, monkeypatch, capsys):
     journal = study.STUDY_DIR / study.JOURNAL_NAME
     before = {p: (stage_run / p).read_bytes() for p in (tune.MODEL_PATH, journal,
-                                                        reports.TRIALS_PATH)}
+                                                        paths.TRIALS)}
     monkeypatch.chdir(stage_run)
     monkeypatch.setattr("pipeline.training.fitting.fit", lambda *a, **k: pytest.fail("trained"))
     tune.main()
@@ -365,7 +366,7 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(stage_run, tmp_pa
     assert killed.returncode == -9, killed.stderr
     [opened] = stored_studies(folder).values()
     assert len(study.finished_trials(opened)) == 2
-    assert not (folder / reports.BEST_PARAMS_PATH).exists()  # no result yet
+    assert not (folder / paths.BEST_PARAMS).exists()  # no result yet
     started = [t.datetime_start for t in study.finished_trials(opened)]
 
     resumed = run_python(["-m", "pipeline.tune"], folder)
@@ -391,7 +392,7 @@ def test_a_changed_tune_key_starts_a_fresh_study(stage_run, tmp_path, monkeypatc
     tune.main()
     studies = stored_studies(folder)
     assert len(studies) == 2
-    best = json.loads((folder / reports.BEST_PARAMS_PATH).read_text())
+    best = json.loads((folder / paths.BEST_PARAMS).read_text())
     assert best["study"] in studies and best["train"]["seed"] == 3
     assert all(len(study.finished_trials(s)) == TINY["n_trials"] for s in studies.values())
 

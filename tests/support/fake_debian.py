@@ -1,7 +1,7 @@
 """A small Debian package and stand-ins for apt-get and dpkg-query, for fast tests.
 
 The .deb is real: an `ar` archive with debian-binary, control.tar.xz and data.tar.xz,
-laid out as Debian's `dataset-fashion-mnist` (dpkg-deb can list it). The stand-ins are
+laid out as Debian's `dataset-fashion-mnist` (dpkg-deb lists and unpacks it). The stand-ins are
 executables that log their arguments, so a test sees exactly how apt was called.
 """
 

@@ -21,7 +21,7 @@ import pytest
 
 from pipeline import tune
 from pipeline.tuning import study
-from pipeline.tuning import reports
+from pipeline.core import paths
 from pipeline.tuning import storage as tune_storage
 from tests.stages.test_tune import make_project
 
@@ -110,9 +110,9 @@ def test_stage_and_two_workers_fill_one_study_exactly(shared):
 
     # The outputs, once, by the stage alone; workers write nothing into their projects.
     assert outputs[0].count("wrote models/tuned.keras") == 1
-    best = json.loads((driver / reports.BEST_PARAMS_PATH).read_text())
+    best = json.loads((driver / paths.BEST_PARAMS).read_text())
     assert best["trial"] == study.best_complete(shared_study).number
-    assert len((driver / reports.TRIALS_PATH).read_text().splitlines()) == N_TRIALS + 1
+    assert len((driver / paths.TRIALS).read_text().splitlines()) == N_TRIALS + 1
     [meta] = optuna_artifacts(shared_study, best["trial"])
     stored = Path(env[tune_storage.ARTIFACTS_ENV]) / meta.artifact_id
     assert stored.read_bytes() == (driver / tune.MODEL_PATH).read_bytes()
@@ -146,7 +146,7 @@ def test_a_killed_workers_trial_is_retried_and_the_study_completes(shared, tmp_p
                if t.user_attrs.get(study.RETRY_OF) == failed.number]
     assert retry.state.name in ("COMPLETE", "PRUNED") and retry.params == failed.params
     assert any(f"tune trial {retry.number} [" in output for output in outputs)
-    best = json.loads((driver / reports.BEST_PARAMS_PATH).read_text())
+    best = json.loads((driver / paths.BEST_PARAMS).read_text())
     assert best["trial"] == study.best_complete(shared_study).number
 
 

@@ -177,13 +177,15 @@ def run(worker: bool) -> None:
     log(("tune worker: joined " if worker else "tune: ")
         + start_line(opened, tune, wanted, retried, home.where))
     started = time.perf_counter()
-    lock = tune_storage.StudyLock(home.storage, name)
+    # No lock on the embedded file: this process is its only one, and never waits.
+    lock = tune_storage.StudyLock(home.storage, name) if home.shared else None
     try:
         study.run_trials(opened, tune, objective.Objective(tune, train, val, home.artifacts),
                          on_trial=lambda trial, s: log(trial_line(trial, s, tune, wanted)),
                          lock=lock, on_wait=lambda counts: log(waiting_line(counts, wanted)))
     finally:
-        lock.close()
+        if lock is not None:
+            lock.close()
     best = study.best_complete(opened)
     searched = format_seconds(time.perf_counter() - started)
     if worker:

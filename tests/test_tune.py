@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from pipeline import params, paths, study, tune, tune_reports
-from pipeline.errors import ParamsError
+from pipeline.errors import DataError, ParamsError
 from tests.conftest import DELETE, new_project, set_params
 from tests.synthetic import write_prepared
 
@@ -218,6 +218,75 @@ def test_a_resumed_study_ends_like_an_uninterrupted_one(tmp_path):
     assert sequence(reopened) == sequence(run_study(settings))
 
 
+def finished_journal(folder: Path) -> Path:
+    """A finished 4-trial study's journal file, run with the instant objective."""
+    settings = tune_params()
+    study.quiet_optuna()
+    opened = study.open_study(settings, study.embedded_storage(folder), "torn")
+    study.run_trials(opened, settings, fake_objective(settings))
+    return folder / study.JOURNAL_NAME
+
+
+def test_a_journal_torn_in_its_last_record_is_cut_to_the_last_whole_one(tmp_path, capsys):
+    """A crash while appending leaves half a line and Optuna's lock file; Optuna would
+    append straight after the half line, and that record would be unreadable."""
+    journal = finished_journal(tmp_path)
+    whole = journal.read_bytes()
+    last = whole.splitlines(keepends=True)[-1]
+    torn = len(whole) - len(last) + len(last) // 2  # the last trial's completion, half
+    journal.write_bytes(whole[:torn])
+    os.symlink(journal, f"{journal}.lock")  # as JournalFileSymlinkLock takes it
+    capsys.readouterr()
+
+    reopened = study.open_study(tune_params(), study.embedded_storage(tmp_path), "torn")
+    lines = whole.count(b"\n")
+    assert capsys.readouterr().out == (
+        f"tune: repaired {journal}: cut its last record, torn by a crash while it was "
+        f"written ({len(last) // 2} bytes, line {lines}); removed the lock "
+        f"file journal.log.lock a killed process left\n")
+    assert journal.read_bytes() == whole[:-len(last)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [study.JOURNAL_NAME]
+    assert [t.state.name for t in reopened.trials][-1] == "RUNNING"
+    assert study.retry_interrupted(reopened, wanted=4) == [3]  # appended after a whole line
+    again = study.open_study(tune_params(), study.embedded_storage(tmp_path), "torn")
+    assert capsys.readouterr().out == ""  # nothing more to repair
+    assert [t.state.name for t in again.trials][3:] == ["FAIL", "WAITING"]
+
+
+def test_a_record_glued_to_a_torn_one_is_cut_too(tmp_path, capsys):
+    """What a torn journal became before the repair: the next run's record appended
+    after the half line, one unreadable line. Cutting it loses only that record."""
+    journal = finished_journal(tmp_path)
+    whole = journal.read_bytes()
+    last = whole.splitlines(keepends=True)[-1]
+    journal.write_bytes(whole[:len(whole) - len(last) // 2] + b'{"op_code":6,"trial_id":3,"state":4}\n')
+    reopened = study.open_study(tune_params(), study.embedded_storage(tmp_path), "torn")
+    assert "cut its last record" in capsys.readouterr().out
+    assert journal.read_bytes() == whole[:-len(last)]
+    assert [t.state.name for t in reopened.trials][-1] == "RUNNING"
+
+
+def test_a_bad_record_before_good_ones_is_one_line_naming_the_file(tmp_path):
+    journal = finished_journal(tmp_path)
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"".join(lines[:2] + [b"garbage\n"] + lines[3:]))
+    with pytest.raises(DataError) as error:
+        study.embedded_storage(tmp_path)
+    assert str(error.value) == (
+        f"{journal}: line 3 is not a journal record and {len(lines) - 3} follow it, so the "
+        f"study cannot be read; delete {tmp_path} to run the search afresh")
+
+
+def test_alone_a_running_trial_nobody_runs_stops_the_loop_instead_of_a_wait():
+    """Without a lock the process is the study's only one: waiting could never end."""
+    settings = tune_params(n_trials=1)
+    opened = study.open_study(settings, optuna.storages.InMemoryStorage(), "orphan")
+    opened.ask()  # RUNNING, owned by no process
+    with pytest.raises(DataError, match=r"^study orphan: trial\(s\) 0 RUNNING with no "
+                                        "process to run them"):
+        study.run_trials(opened, settings, fake_objective(settings))
+
+
 def test_the_study_name_changes_with_a_setting_in_use_only():
     data, code = "d" * 64, "c" * 64
     base = study.study_name(tune_params(), data, code)
@@ -371,6 +440,33 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(stage_run, tmp_pa
     pd.testing.assert_frame_equal(ours.reset_index(drop=True),
                                   reference.drop(columns=["number", "seconds"]))
     assert (folder / tune.MODEL_PATH).read_bytes() == (stage_run / tune.MODEL_PATH).read_bytes()
+
+
+def test_a_study_torn_in_its_last_record_resumes_and_finishes(stage_run, tmp_path,
+                                                              monkeypatch, capsys):
+    """The issue's crash: the journal's last line, the last trial's completion, cut in
+    half. The rerun repairs it, reruns that trial and ends with n_trials, not a wait."""
+    folder = tmp_path / "torn"
+    shutil.copytree(stage_run, folder)
+    journal = folder / study.STUDY_DIR / study.JOURNAL_NAME
+    whole = journal.read_bytes()
+    last = whole.splitlines(keepends=True)[-1]
+    assert json.loads(last)["state"] in (1, 2)  # COMPLETE or PRUNED: trial 3's end
+    journal.write_bytes(whole[:len(whole) - len(last) // 2])
+    monkeypatch.chdir(folder)
+    capsys.readouterr()
+    tune.main()
+    out = capsys.readouterr().out
+    assert out.startswith(f"tune: repaired {study.STUDY_DIR / study.JOURNAL_NAME}: cut its "
+                          "last record, torn by a crash while it was written (")
+    assert "3 finished already, rerunning interrupted trial(s) 3" in out
+    [opened] = stored_studies(folder).values()
+    assert [t.state.name for t in opened.trials].count("FAIL") == 1
+    assert len(study.finished_trials(opened)) == TINY["n_trials"]
+    assert opened.trials[4].user_attrs[study.RETRY_OF] == 3
+    assert opened.trials[4].params == opened.trials[3].params
+    assert all(json.loads(line) for line in journal.read_bytes().splitlines())
+    assert len(read_trials(folder)) == TINY["n_trials"] + 1  # the FAIL trial is listed
 
 
 def test_a_changed_tune_key_starts_a_fresh_study(stage_run, tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.storages.journal._file import LOCK_FILE_SUFFIX
 from optuna.trial import FrozenTrial, TrialState
 
-from pipeline.errors import DataError
+from pipeline.errors import DataError, PipelineError
 from pipeline.params import Choices, Range, SpaceEntry, TuneParams
 from pipeline.paths import STUDY_DIR  # a persist output: DVC keeps it between runs
 from pipeline.stage_runner import log
@@ -292,8 +292,10 @@ def rerun_failed(study: optuna.Study, trial: FrozenTrial) -> None:
 # a lock (tune_storage.StudyLock): every trial that is not FAIL holds a slot, so the study
 # never holds more than n. A trial whose worker died turns FAIL through the storage's
 # heartbeat; its rerun (a WAITING copy, from tune_storage.RerunStaleTrial) takes over
-# the slot and is run by whichever process looks next. With one process and no lock this
-# is a plain loop of one-trial `optimize` calls.
+# the slot and is run by whichever process looks next. A restarted database server drops
+# the lock with its connection: a process that finds its lock gone once it has claimed
+# counts again, and gives the trial up if another claimed the same slot meanwhile. With
+# one process and no lock this is a plain loop of one-trial `optimize` calls.
 
 HOLDS_A_SLOT = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
 Counts = Counter  # how many trials are in each TrialState
@@ -304,7 +306,12 @@ class NoLock:
 
     def acquire(self) -> None: ...
 
-    def release(self) -> None: ...
+    def release(self) -> bool:
+        return True  # held all along
+
+
+class ClaimLost(Exception):
+    """A trial claimed while the lock was gone, in a slot another process claimed too."""
 
 
 def count_states(study: optuna.Study) -> Counts:
@@ -328,8 +335,18 @@ def optimize_until_full(study: optuna.Study, objective: Callable[[optuna.Trial],
     """
     alone, lock = lock is None, lock or NoLock()
 
+    def slots_taken() -> int:
+        counts = count_states(study)
+        return sum(counts[state] for state in HOLDS_A_SLOT)
+
     def released(trial):
-        lock.release()  # claimed: other processes may count and claim now
+        if not lock.release():  # claimed: other processes may count and claim now
+            lock.acquire()  # ... but the lock had gone: was the slot free?
+            try:
+                if slots_taken() > n_trials:
+                    raise ClaimLost  # FAIL, which holds no slot
+            finally:
+                lock.release()
         return objective(trial)
 
     waited_for = None
@@ -346,8 +363,16 @@ def optimize_until_full(study: optuna.Study, objective: Callable[[optuna.Trial],
                 if before_trial is not None:
                     before_trial(counts)
                 # ask() inside takes a WAITING retry first, else samples a new trial.
-                study.optimize(released, n_trials=1, catch=(),
-                               callbacks=[lambda _, trial: ran.append(trial)])
+                try:
+                    study.optimize(released, n_trials=1, catch=(),
+                                   callbacks=[lambda _, trial: ran.append(trial)])
+                except ClaimLost:
+                    continue  # count and claim again
+                except Exception as exc:
+                    error = _masked_pipeline_error(exc)
+                    if error is None:
+                        raise
+                    raise error from None
         finally:
             lock.release()
         if ran:
@@ -365,6 +390,14 @@ def optimize_until_full(study: optuna.Study, objective: Callable[[optuna.Trial],
             on_wait(counts)
         waited_for = counts
         time.sleep(poll_seconds)
+
+
+def _masked_pipeline_error(exc: BaseException) -> PipelineError | None:
+    """The PipelineError behind exc, if any: Optuna's clean-up after a failed trial can
+    mask it with an error of its own (a lost database fails the clean-up too)."""
+    while exc is not None and not isinstance(exc, PipelineError):
+        exc = exc.__context__
+    return exc
 
 
 OnTrial = Callable[[FrozenTrial, optuna.Study], None]

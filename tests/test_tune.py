@@ -20,6 +20,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
+from optuna.trial import TrialState
 
 from pipeline import params, paths, study, tune, tune_reports
 from pipeline.errors import DataError, ParamsError
@@ -285,6 +286,32 @@ def test_alone_a_running_trial_nobody_runs_stops_the_loop_instead_of_a_wait():
     with pytest.raises(DataError, match=r"^study orphan: trial\(s\) 0 RUNNING with no "
                                         "process to run them"):
         study.run_trials(opened, settings, fake_objective(settings))
+
+
+class DroppedOnce:
+    """A lock the server drops during the first claim, while another process claims the
+    same last slot and finishes its trial."""
+
+    def __init__(self, opened: optuna.Study):
+        self.opened, self.dropped = opened, False
+
+    def acquire(self) -> None: ...
+
+    def release(self) -> bool:
+        if self.dropped or not self.opened.get_trials(states=(TrialState.RUNNING,)):
+            return True
+        self.dropped = True
+        self.opened.add_trial(optuna.trial.create_trial(value=0.5))  # the other's trial
+        return False
+
+
+def test_a_claim_made_while_the_lock_was_gone_is_given_up_if_the_slot_was_taken():
+    settings = tune_params(n_trials=2, pruner="none")
+    opened = study.open_study(settings, optuna.storages.InMemoryStorage(), "dropped")
+    opened.add_trial(optuna.trial.create_trial(value=0.4))
+    study.run_trials(opened, settings, fake_objective(settings), lock=DroppedOnce(opened))
+    assert [t.state.name for t in opened.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert len(study.finished_trials(opened)) == 2  # not 3
 
 
 def test_the_study_name_changes_with_a_setting_in_use_only():

@@ -23,7 +23,7 @@ from dataclasses import asdict
 from optuna.trial import TrialState
 
 from pipeline import params, study, tune_reports, tune_storage
-from pipeline.atomic import atomic_dir, atomic_path, write_json, write_text
+from pipeline.atomic import all_or_nothing, atomic_dir, atomic_path, write_json, write_text
 from pipeline.errors import PipelineError
 from pipeline.paths import MODELS
 from pipeline.stage_runner import format_seconds, log, quiet_tensorflow, run_stage
@@ -102,7 +102,13 @@ def write_live(history: dict[str, list[float]], model_settings, train_settings) 
 
 
 def write_outputs(opened, tune: params.TuneParams, home: tune_storage.StudyHome) -> None:
-    """Everything from the finished study; best_params.json last: it marks a result."""
+    """Everything from the finished study, landing together: a failure on the way (a
+    full disk) keeps the previous set whole. best_params.json last: it marks a result."""
+    with all_or_nothing():
+        _write_outputs(opened, tune, home)
+
+
+def _write_outputs(opened, tune: params.TuneParams, home: tune_storage.StudyHome) -> None:
     from pipeline.objective import HISTORY
 
     hint = None

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from pipeline import params, paths, study, tune, tune_reports
 from pipeline.errors import DataError, ParamsError
-from tests.conftest import DELETE, new_project, set_params
+from tests.conftest import DELETE, fill_disk, new_project, set_params
 from tests.synthetic import write_prepared
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -494,6 +494,42 @@ def test_a_study_torn_in_its_last_record_resumes_and_finishes(stage_run, tmp_pat
     assert opened.trials[4].params == opened.trials[3].params
     assert all(json.loads(line) for line in journal.read_bytes().splitlines())
     assert len(read_trials(folder)) == TINY["n_trials"] + 1  # the FAIL trial is listed
+
+
+def test_a_full_disk_while_writing_the_outputs_keeps_the_previous_ones(
+        stage_run, small_disk, monkeypatch, capsys):
+    """The disk fills after the model's copy, half-way through the outputs: one line,
+    every previous output as it was (not the new model beside old tables), no temp
+    file; with room again, the rerun writes them all."""
+    folder = small_disk / "project"
+    shutil.copytree(stage_run, folder)
+    outputs = [p for p in sorted(folder.rglob("*")) if p.is_file()
+               and study.STUDY_DIR not in p.relative_to(folder).parents
+               and p.parts[len(folder.parts)] in ("models", "reports")]
+    assert folder / tune.MODEL_PATH in outputs and len(outputs) > 6
+    for path in outputs:
+        path.write_text(f"previous {path.name}")  # distinguishable from what the run writes
+    before = sorted(folder.rglob("*"))
+    model_pages = -(-(stage_run / tune.MODEL_PATH).stat().st_size // 4096)
+    filler = fill_disk(small_disk, leave=(model_pages + 1) * 4096)  # the model fits
+    monkeypatch.chdir(folder)
+    monkeypatch.setattr("pipeline.fitting.fit", lambda *a, **k: pytest.fail("trained"))
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit) as exited:
+        tune.cli([])
+    assert exited.value.code == 1
+    error = capsys.readouterr().err
+    assert re.fullmatch(r"tune: error: (\S+): cannot be written: No space left on device; "
+                        r"the previous outputs are kept: free some space and rerun\n", error)
+    assert error.split()[2] != f"{tune.MODEL_PATH}:"  # written, then held back
+    assert all(path.read_text() == f"previous {path.name}" for path in outputs)
+    assert sorted(folder.rglob("*")) == before  # no temp file, no folder left
+
+    filler.unlink()
+    tune.main()
+    for path in (tune.MODEL_PATH, tune_reports.TRIALS_PATH, tune_reports.BEST_PARAMS_PATH):
+        assert (folder / path).read_bytes() == (stage_run / path).read_bytes()
 
 
 def test_a_changed_tune_key_starts_a_fresh_study(stage_run, tmp_path, monkeypatch):

@@ -166,7 +166,7 @@ def _connect(url, where, drivername, heartbeat_seconds, grace_seconds, on_stale)
             if not connection_lost(exc):
                 raise
             raise PipelineError(f"cannot reach the tune database at {where} "
-                                f"({STORAGE_ENV}): {reason(exc)}") from None
+                                f"({STORAGE_ENV}): {_reason(exc)}") from None
         except ImportError:
             raise PipelineError(f"{STORAGE_ENV}: no Python driver installed for "
                                 f"{drivername} (the project installs psycopg2: "
@@ -195,7 +195,7 @@ def connection_lost(exc: BaseException) -> bool:
             or (isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated))
 
 
-def reason(exc: BaseException) -> str:
+def _reason(exc: BaseException) -> str:
     """The first line of the driver's message behind a database error."""
     cause = _unwrapped(exc)
     text = str(getattr(cause, "orig", None) or cause).strip()
@@ -228,7 +228,7 @@ class RidingOutStorage(optuna.storages.RDBStorage):
                 if now >= deadline:
                     self.lost = DatabaseLost(
                         f"lost the tune database at {self.where} ({STORAGE_ENV}) for "
-                        f"{RECONNECT_SECONDS} s: {reason(exc)}; the study keeps its "
+                        f"{RECONNECT_SECONDS} s: {_reason(exc)}; the study keeps its "
                         "finished trials: rerun once the database is back")
                     raise self.lost from None
                 time.sleep(min(0.5, deadline - now))

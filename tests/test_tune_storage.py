@@ -173,7 +173,7 @@ def test_the_toy_workers_ride_out_server_restarts(postgres_cluster, postgres_url
     finish, with exactly n trials, each number once."""
     ready = tmp_path / "ready"
     ready.mkdir()
-    n_trials = 40
+    n_trials = 60  # 0.2 s each: at least 6 s, the restarts end after about 3
     workers = [toy_worker(postgres_url, "toy", n_trials, "--ready", str(ready), "--peers", "2")
                for _ in range(2)]
     deadline = time.monotonic() + 60
@@ -181,7 +181,7 @@ def test_the_toy_workers_ride_out_server_restarts(postgres_cluster, postgres_url
         assert time.monotonic() < deadline and all(w.poll() is None for w in workers)
         time.sleep(0.1)
     for _ in range(3):
-        time.sleep(0.7)
+        time.sleep(0.5)
         postgres_cluster.restart()
     assert all(w.poll() is None for w in workers)  # the restarts came mid-study
     outputs = [finish(worker) for worker in workers]

@@ -1,8 +1,9 @@
 """The machine a run ran on, recorded beside its results.
 
-TensorFlow's CPU kernels round differently per instruction set (AVX2 vs AVX-512, say),
-so the same params and data give bit-identical numbers only on the same kind of
-machine. This record tells a reader which runs can be compared bit for bit.
+TensorFlow's CPU kernels round differently per instruction set (AVX2 vs AVX-512, say)
+and, on some CPUs, per thread count: the same params and data give bit-identical numbers
+only on the same kind of machine with the same threads. This record tells a reader which
+runs can be compared bit for bit.
 """
 
 from __future__ import annotations
@@ -52,5 +53,7 @@ def platform_record() -> dict:
         "cpu": cpu,
         "cpu_vector_extensions": extensions,
         "logical_cpus": os.cpu_count(),
+        "intra_op_threads": tensorflow.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op_threads": tensorflow.config.threading.get_inter_op_parallelism_threads(),
         "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
     }

@@ -352,9 +352,12 @@ def test_a_stage_interrupted_mid_write_keeps_the_last_outputs_and_no_temp_file(r
     the model: one line, exit 130, the previous outputs byte for byte, no temp file."""
     before = file_hashes(repo / "models", repo / "reports")
     set_params(repo, {"train.epochs": 500})  # long enough to be interrupted while training
+    # SIGINT's default disposition in the child itself: a runner started without job
+    # control (`nohup ... &`) passes SIGINT on as ignored, and Python would keep ignoring it.
     process = subprocess.Popen([sys.executable, "-m", "pipeline.train"], cwd=repo,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=command_env())
+                               env=command_env(),
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 300
         for line in process.stdout:

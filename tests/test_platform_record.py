@@ -54,3 +54,13 @@ def test_the_record_names_versions_python_os_and_cpu():
     assert record["python"] == platform.python_version()
     assert record["os"] == platform.platform() and record["cpu"]
     assert json.loads(json.dumps(record)) == record  # plain JSON values only
+
+
+def test_the_record_names_the_thread_counts_that_decide_the_bytes():
+    import tensorflow
+
+    record = platform_record()
+    assert record["intra_op_threads"] == \
+        tensorflow.config.threading.get_intra_op_parallelism_threads()
+    assert record["inter_op_threads"] == \
+        tensorflow.config.threading.get_inter_op_parallelism_threads()

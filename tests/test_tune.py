@@ -353,13 +353,21 @@ def stored_studies(folder: Path) -> dict[str, optuna.Study]:
 BAD_RATE = {"learning_rate": [0.01, 0.00001], "dropout": [0.0], "hidden_units": ["32"]}
 
 
+def run_python(args: list[str], folder: Path) -> subprocess.CompletedProcess:
+    """A fresh interpreter, as dvc starts a stage. Runs whose bytes are compared are all
+    made this way: the thread count (which changes the weights' last bits on some CPUs)
+    is then the same for each, whatever earlier tests did in this process."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, *args], cwd=folder, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
 @pytest.fixture(scope="module")
 def stage_run(tmp_path_factory, splits):
     """One tune run (TPE, ASHA pruning, 4 trials), shared by the checks below."""
     folder = make_project(tmp_path_factory.mktemp("tune"), splits)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        tune.main()
+    finished = run_python(["-m", "pipeline.tune"], folder)
+    assert finished.returncode == 0, finished.stderr
     return folder
 
 
@@ -444,17 +452,14 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(stage_run, tmp_pa
         "    return real(*args, **kwargs)\n"
         "fitting.fit = fit\n"
         "tune.main()\n")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    killed = subprocess.run([sys.executable, "-c", die_in_third_fit], cwd=folder, env=env,
-                            capture_output=True, text=True, timeout=300)
+    killed = run_python(["-c", die_in_third_fit], folder)
     assert killed.returncode == -9, killed.stderr
     [opened] = stored_studies(folder).values()
     assert len(study.finished_trials(opened)) == 2
     assert not (folder / tune_reports.BEST_PARAMS_PATH).exists()  # no result yet
     started = [t.datetime_start for t in study.finished_trials(opened)]
 
-    resumed = subprocess.run([sys.executable, "-m", "pipeline.tune"], cwd=folder, env=env,
-                             capture_output=True, text=True, timeout=300)
+    resumed = run_python(["-m", "pipeline.tune"], folder)
     assert resumed.returncode == 0, resumed.stderr
     assert "2 finished already, rerunning interrupted trial(s) 2" in resumed.stdout
     [opened] = stored_studies(folder).values()

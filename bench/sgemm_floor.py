@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     sys.path.insert(0, os.getcwd())
-    from pipeline import params
+    from pipeline.core import params
 
     hidden = list(params.ModelParams.from_params(params.load("train")).hidden_units)
     widths = [INPUT_DIM, *hidden, NUM_CLASSES]

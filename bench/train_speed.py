@@ -52,7 +52,7 @@ def cpu_description() -> str:
 
 
 def settings(batch_size: int, epochs: int):
-    from pipeline import params
+    from pipeline.core import params
 
     stage = params.load("train")
     model = params.ModelParams.from_params(stage)
@@ -85,8 +85,8 @@ def run_plain(model_settings, train_settings, train, val, timer) -> float:
     """What a first version usually does: model.fit on NumPy arrays, Keras's defaults
     (its own Adam, one batch per call into TensorFlow)."""
     import keras
-    from pipeline.model import build_model, learning_rate
-    from pipeline.fitting import seed_everything
+    from pipeline.training.model import build_model, learning_rate
+    from pipeline.training.fitting import seed_everything
 
     seed_everything(train_settings.seed)
     steps = -(-len(train[0]) // train_settings.batch_size)
@@ -99,8 +99,8 @@ def run_plain(model_settings, train_settings, train, val, timer) -> float:
 
 
 def run_project(model_settings, train_settings, train, val, timer, **stage) -> float:
-    """pipeline.fitting.fit, exactly as the tune stage calls it."""
-    from pipeline import fitting
+    """pipeline.training.fitting.fit, exactly as the tune stage calls it."""
+    from pipeline.training import fitting
 
     stage = {"verbose": False, **stage}
     result = fitting.fit(model_settings, train_settings, train, val,
@@ -123,7 +123,7 @@ RUNS = {"plain": run_plain, "project": run_project, "train-stage": run_stage}
 
 
 def worker(variant: str, batch_size: int, epochs: int) -> None:
-    from pipeline.splits import load_split
+    from pipeline.data.prepared import load_split
 
     model_settings, train_settings = settings(batch_size, epochs)
     train, val = load_split("train"), load_split("val")
@@ -196,7 +196,7 @@ def main() -> None:
     if args.worker:
         worker(args.worker, args.batch_sizes[0], args.epochs)
         return
-    from pipeline import params
+    from pipeline.core import params
 
     default = params.TrainParams.from_params(params.load("train")).batch_size
     batch_sizes = args.batch_sizes or sorted({32, default})

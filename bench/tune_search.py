@@ -30,7 +30,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import study  # noqa: E402
+from pipeline.tuning import study  # noqa: E402
 
 METHODS = {  # name -> changes to the tune section
     "tpe + asha (default)": {},

@@ -30,10 +30,10 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tests/postgres.py starts the private server
+sys.path.insert(0, str(ROOT))  # tests/support/postgres.py starts the private server
 
 # workers, FMNIST_TUNE_THREADS (None: the training path's default, cores - 1 op threads)
-THREADS_ENV = "FMNIST_TUNE_THREADS"  # pipeline/objective.py; read here without TensorFlow
+THREADS_ENV = "FMNIST_TUNE_THREADS"  # pipeline/tuning/objective.py; read here without TensorFlow
 SETUPS = {"1 worker, default threads": (1, None), "1 worker x 2 threads": (1, 2),
           "2 workers x 1 thread": (2, 1)}
 
@@ -54,7 +54,7 @@ def project(folder: Path, data: Path) -> Path:
 def run_setup(url: str, folder: Path, workers: int, threads: int, seconds: float) -> dict:
     import optuna
 
-    from pipeline import tune_storage
+    from pipeline.tuning import storage as tune_storage
 
     env = dict(os.environ, PYTHONPATH=str(ROOT),
                **{tune_storage.STORAGE_ENV: url,
@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "prepared",
                         help="folder with the prepared train.npz and val.npz")
     args = parser.parse_args()
-    from tests import postgres
+    from tests.support import postgres
 
     reason = postgres.missing_reason()
     if reason:

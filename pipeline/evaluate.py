@@ -17,14 +17,15 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics
 
-from pipeline import CLASS_NAMES, params
-from pipeline.atomic import atomic_dir, write_json
-from pipeline.stage_runner import log, quiet_tensorflow, run_stage
-from pipeline.errors import DataError
-from pipeline.paths import (CONFUSION_FILE, EVAL_DIR, METRICS, MODELS, PER_CLASS_FILE, PLATFORM,
+from pipeline import CLASS_NAMES
+from pipeline.core import params
+from pipeline.core.atomic import atomic_dir, write_json
+from pipeline.core.runner import log, quiet_tensorflow, run_stage
+from pipeline.core.errors import DataError
+from pipeline.core.paths import (CONFUSION_FILE, EVAL_DIR, METRICS, MODELS, PER_CLASS_FILE, PLATFORM,
                             PREDICTIONS_FILE, PREPARED_DIR)
-from pipeline.platform_record import platform_record
-from pipeline.splits import load_split, split_path
+from pipeline.training.platform import platform_record
+from pipeline.data.prepared import load_split, split_path
 
 
 @dataclass

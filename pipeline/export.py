@@ -1,7 +1,7 @@
 """export stage: the tuned model as a TensorFlow SavedModel for serving.
 
 Its signature takes raw uint8 images (batch, 28, 28) and applies the normalization
-recorded in the data card itself (pipeline/serving.py has the contract). The folder is
+recorded in the data card itself (pipeline/serving/signature.py has the contract). The folder is
 written aside, checked against the Keras model, and only then renamed into place.
 """
 
@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import IMAGE_SHAPE, NUM_CLASSES, params
-from pipeline.atomic import atomic_dir
-from pipeline.stage_runner import log, quiet_tensorflow, run_stage
-from pipeline.errors import DataError
-from pipeline.normalization import Normalization
-from pipeline.paths import DATA_CARD, MODELS, SAVEDMODEL_DIR
+from pipeline import IMAGE_SHAPE, NUM_CLASSES
+from pipeline.core import params
+from pipeline.core.atomic import atomic_dir
+from pipeline.core.runner import log, quiet_tensorflow, run_stage
+from pipeline.core.errors import DataError
+from pipeline.data.normalization import Normalization
+from pipeline.core.paths import DATA_CARD, MODELS, SAVEDMODEL_DIR
 
 MODEL_PATH = MODELS["tuned"]
 PROBE_IMAGES = 64
@@ -30,7 +31,7 @@ def probe_images(count: int = PROBE_IMAGES) -> np.ndarray:
 def export(model_path: Path, normalization: Normalization, out_dir: Path) -> None:
     import keras
 
-    from pipeline.serving import load_savedmodel, write_savedmodel
+    from pipeline.serving.signature import load_savedmodel, write_savedmodel
 
     keras.utils.set_random_seed(0)  # dropout's seed state is saved too: keep it fixed
     model = keras.models.load_model(model_path, compile=False)

@@ -1,7 +1,7 @@
 """Classify your own pictures: `python -m pipeline.predict PATH...` (files or folders).
 
 A tool, not a pipeline stage: it reads the models the pipeline made and writes nothing.
-Each image is made to look like Fashion-MNIST (pipeline/images.py), normalized as
+Each image is made to look like Fashion-MNIST (pipeline/serving/images.py), normalized as
 prepare normalized the training data (from the data card), and classified; the top-k
 classes are printed with their probabilities. A file that cannot be read gets one line
 on stderr naming it and the reason, the others are still classified, and the exit
@@ -23,12 +23,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from pipeline import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES, registry
-from pipeline.stage_runner import quiet_tensorflow
-from pipeline.errors import PipelineError
-from pipeline.images import ImageReadError, load_fashion_mnist
-from pipeline.normalization import Normalization
-from pipeline.paths import DATA_CARD
+from pipeline import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
+from pipeline.serving import registry
+from pipeline.core.runner import quiet_tensorflow
+from pipeline.core.errors import PipelineError
+from pipeline.serving.images import ImageReadError, load_fashion_mnist
+from pipeline.data.normalization import Normalization
+from pipeline.core.paths import DATA_CARD
 
 DEFAULT_MODEL = "tuned"
 # What a folder is searched for; a file named on the command line is always tried.
@@ -99,7 +100,7 @@ def classifier(path: Path, data_card: Path) -> Callable[[np.ndarray], np.ndarray
         raise registry.missing_artifact(path)
     if path.is_dir():
         quiet_tensorflow()
-        from pipeline.serving import load_savedmodel
+        from pipeline.serving.signature import load_savedmodel
 
         return load_savedmodel(path)
     if not data_card.is_file():

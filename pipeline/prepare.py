@@ -14,14 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import CLASS_NAMES, NUM_CLASSES, idx, params
-from pipeline.atomic import write_json
-from pipeline.stage_runner import log, run_stage
-from pipeline.duplicates import image_groups, stratified_group_split, twins_in
-from pipeline.errors import DataError
-from pipeline.normalization import to_features
-from pipeline.paths import DATA_CARD_NAME, PREPARED_DIR, RAW_DIR, SOURCE_RECORD
-from pipeline.splits import Split, save_split
+from pipeline import CLASS_NAMES, NUM_CLASSES
+from pipeline.data import idx
+from pipeline.core import params
+from pipeline.core.atomic import write_json
+from pipeline.core.runner import log, run_stage
+from pipeline.data.duplicates import image_groups, stratified_group_split, twins_in
+from pipeline.core.errors import DataError
+from pipeline.data.normalization import to_features
+from pipeline.core.paths import DATA_CARD_NAME, PREPARED_DIR, RAW_DIR, SOURCE_RECORD
+from pipeline.data.prepared import Split, save_split
 
 
 def split_validation(images: np.ndarray, labels: np.ndarray, val_fraction: float,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import params
-from pipeline.atomic import write_json
-from pipeline.stage_runner import log, quiet_tensorflow, run_stage
-from pipeline.paths import LIVE_DIRS, MODELS, PREPARED_DIR, TRAIN_PLATFORM
+from pipeline.core import params
+from pipeline.core.atomic import write_json
+from pipeline.core.runner import log, quiet_tensorflow, run_stage
+from pipeline.core.paths import LIVE_DIRS, MODELS, PREPARED_DIR, TRAIN_PLATFORM
 
 MODEL_PATH, LIVE_DIR = MODELS["baseline"], LIVE_DIRS["baseline"]
 
@@ -16,10 +16,10 @@ def train(model_settings: params.ModelParams, train_settings: params.TrainParams
           root: Path = Path(".")):
     """Fit on root's prepared data; write the model, the curves and the platform record."""
     quiet_tensorflow()  # TensorFlow loads only after the params passed
-    from pipeline.model import save_model
-    from pipeline.platform_record import platform_record
-    from pipeline.splits import load_split
-    from pipeline.fitting import fit
+    from pipeline.training.model import save_model
+    from pipeline.training.platform import platform_record
+    from pipeline.data.prepared import load_split
+    from pipeline.training.fitting import fit
 
     prepared = root / PREPARED_DIR
     result = fit(model_settings, train_settings, load_split("train", prepared),

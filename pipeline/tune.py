@@ -8,7 +8,7 @@ that already holds its trials is not run again. The outputs are written once, fr
 finished study: the best complete trial's own model (kept in the study's artifact
 store, never retrained) and curves, and tables of every trial.
 
-With FMNIST_TUNE_STORAGE the study lives in PostgreSQL instead (pipeline/tune_storage.py):
+With FMNIST_TUNE_STORAGE the study lives in PostgreSQL instead (pipeline/tuning/storage.py):
 `python -m pipeline.tune --worker` on any machine joins it and runs trials, and the stage
 runs trials too, waits until the study is full and alone writes the outputs.
 """
@@ -22,12 +22,15 @@ from dataclasses import asdict
 
 from optuna.trial import TrialState
 
-from pipeline import params, study, tune_reports, tune_storage
-from pipeline.atomic import all_or_nothing, atomic_dir, atomic_path, write_json, write_text
-from pipeline.errors import PipelineError
-from pipeline.paths import MODELS
-from pipeline.stage_runner import format_seconds, log, quiet_tensorflow, run_stage
-from pipeline.splits import load_split, split_path
+from pipeline.core import params
+from pipeline.tuning import study
+from pipeline.tuning import reports
+from pipeline.tuning import storage
+from pipeline.core.atomic import all_or_nothing, atomic_dir, atomic_path, write_json, write_text
+from pipeline.core.errors import PipelineError
+from pipeline.core.paths import MODELS
+from pipeline.core.runner import format_seconds, log, quiet_tensorflow, run_stage
+from pipeline.data.prepared import load_split, split_path
 
 MODEL_PATH = MODELS["tuned"]
 
@@ -91,7 +94,7 @@ def write_live(history: dict[str, list[float]], model_settings, train_settings) 
     from dvclive import Live
     from dvclive.utils import standardize_metric_name
 
-    with atomic_dir(tune_reports.LIVE_DIR) as tmp:
+    with atomic_dir(reports.LIVE_DIR) as tmp:
         live = Live(dir=str(tmp), dvcyaml=None, save_dvc_exp=False, report=None)
         live.log_params({"model": plain(model_settings), "train": plain(train_settings)})
         for epoch in range(len(history["loss"])):
@@ -101,19 +104,19 @@ def write_live(history: dict[str, list[float]], model_settings, train_settings) 
         live.end()
 
 
-def write_outputs(opened, tune: params.TuneParams, home: tune_storage.StudyHome) -> None:
+def write_outputs(opened, tune: params.TuneParams, home: storage.StudyHome) -> None:
     """Everything from the finished study, landing together: a failure on the way (a
     full disk) keeps the previous set whole. best_params.json last: it marks a result."""
     with all_or_nothing():
         _write_outputs(opened, tune, home)
 
 
-def _write_outputs(opened, tune: params.TuneParams, home: tune_storage.StudyHome) -> None:
-    from pipeline.objective import HISTORY
+def _write_outputs(opened, tune: params.TuneParams, home: storage.StudyHome) -> None:
+    from pipeline.tuning.objective import HISTORY
 
     hint = None
     if home.shared:
-        hint = (f"{tune_storage.ARTIFACTS_ENV}: the model of the best trial is not there; "
+        hint = (f"{storage.ARTIFACTS_ENV}: the model of the best trial is not there; "
                 "every machine running trials must write to that same folder")
     best, reader = study.best_model_reader(opened, home.artifacts, hint)
     with reader, atomic_path(MODEL_PATH, suffix=".keras") as tmp, open(tmp, "wb") as out:
@@ -123,13 +126,13 @@ def _write_outputs(opened, tune: params.TuneParams, home: tune_storage.StudyHome
     write_live(best.user_attrs[HISTORY], model_settings, train_settings)
 
     trials = opened.get_trials(deepcopy=False)
-    table = tune_reports.trials_table(opened)
-    write_text(tune_reports.TRIALS_PATH, table.to_csv(index=False))
-    write_text(tune_reports.CURVES_PATH, tune_reports.curves_table(trials).to_csv(index=False))
-    write_text(tune_reports.IMPORTANCE_PATH,
-               tune_reports.importance_table(trials, tune.seed).to_csv(index=False))
+    table = reports.trials_table(opened)
+    write_text(reports.TRIALS_PATH, table.to_csv(index=False))
+    write_text(reports.CURVES_PATH, reports.curves_table(trials).to_csv(index=False))
+    write_text(reports.IMPORTANCE_PATH,
+               reports.importance_table(trials, tune.seed).to_csv(index=False))
     states = table["state"].value_counts()
-    write_json(tune_reports.METRICS_PATH, {
+    write_json(reports.METRICS_PATH, {
         "best_val_accuracy": best.value,
         "best_trial": best.number,
         "trials": int(states.get("COMPLETE", 0) + states.get("PRUNED", 0)),
@@ -138,7 +141,7 @@ def _write_outputs(opened, tune: params.TuneParams, home: tune_storage.StudyHome
         "failed": int(states.get("FAIL", 0)),
         "seconds": round(float(table["seconds"].sum()), 1),  # all trials, across resumes
     })
-    write_json(tune_reports.BEST_PARAMS_PATH, {
+    write_json(reports.BEST_PARAMS_PATH, {
         "study": opened.study_name,
         "trial": best.number,
         "val_accuracy": best.value,
@@ -161,15 +164,15 @@ def run(worker: bool) -> None:
     """The stage (worker=False): fill the study, then write the outputs from it. A worker
     joins the same shared study, runs trials until it is full and writes nothing else."""
     tune = params.TuneParams.from_params(params.load("tune"))
-    if worker and tune_storage.storage_url() is None:
+    if worker and storage.storage_url() is None:
         raise PipelineError(
             f"--worker joins a study shared through a database: set "
-            f"{tune_storage.STORAGE_ENV}=postgresql://user@host/database and "
-            f"{tune_storage.ARTIFACTS_ENV}=/a/shared/folder (README, 'Tuning on many machines')")
-    home = tune_storage.open_home()  # an unreachable database fails before TensorFlow loads
+            f"{storage.STORAGE_ENV}=postgresql://user@host/database and "
+            f"{storage.ARTIFACTS_ENV}=/a/shared/folder (README, 'Tuning on many machines')")
+    home = storage.open_home()  # an unreachable database fails before TensorFlow loads
     # TensorFlow loads only after the params passed, so a bad value fails in a blink.
     quiet_tensorflow()
-    from pipeline import objective
+    from pipeline.tuning import objective
 
     objective.limit_threads()
     study.quiet_optuna()
@@ -184,7 +187,7 @@ def run(worker: bool) -> None:
         + start_line(opened, tune, wanted, retried, home.where))
     started = time.perf_counter()
     # No lock on the embedded file: this process is its only one, and never waits.
-    lock = tune_storage.StudyLock(home.storage, name) if home.shared else None
+    lock = storage.StudyLock(home.storage, name) if home.shared else None
     try:
         study.run_trials(opened, tune, objective.Objective(tune, train, val, home.artifacts),
                          on_trial=lambda trial, s: log(trial_line(trial, s, tune, wanted)),
@@ -204,7 +207,7 @@ def run(worker: bool) -> None:
     write_outputs(opened, tune, home)
     log(f"tune: best val_accuracy {best.value:.4f} (trial {best.number}: "
         f"{describe(best.params, tune.searched)}) after {searched} of search in this run; "
-        f"wrote {MODEL_PATH}, {tune_reports.REPORT_DIR}/")
+        f"wrote {MODEL_PATH}, {reports.REPORT_DIR}/")
 
 
 def main() -> None:
@@ -217,7 +220,7 @@ def cli(argv: list[str] | None = None) -> None:
         description="The tune stage (`dvc repro tune` runs it), or with --worker one more "
                     "process filling the same study through a shared database.")
     parser.add_argument("--worker", action="store_true",
-                        help=f"join the study in {tune_storage.STORAGE_ENV}, run trials until "
+                        help=f"join the study in {storage.STORAGE_ENV}, run trials until "
                              "it is full, write no outputs")
     worker = parser.parse_args(argv).worker
     run_stage("tune worker" if worker else "tune", lambda: run(worker))

@@ -14,14 +14,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import CLASS_NAMES, figures, params, tune_reports
-from pipeline.atomic import atomic_dir
-from pipeline.stage_runner import log, run_stage
-from pipeline.errors import DataError
-from pipeline.paths import (CONFUSION_FILE, CURVE_METRICS, CURVE_PARTS, FIGURES_DIR,
+from pipeline import CLASS_NAMES
+from pipeline.reporting import figures
+from pipeline.core import params
+from pipeline.tuning import reports
+from pipeline.core.atomic import atomic_dir
+from pipeline.core.runner import log, run_stage
+from pipeline.core.errors import DataError
+from pipeline.core.paths import (CONFUSION_FILE, CURVE_METRICS, CURVE_PARTS, FIGURES_DIR,
                             LIVE_DIRS, METRICS, PREDICTIONS_FILE, PREPARED_DIR, TRIALS,
                             TUNE_CURVES, TUNE_IMPORTANCE, curve_file, eval_file)
-from pipeline.splits import SPLITS, load_labels, load_split
+from pipeline.data.prepared import SPLITS, load_labels, load_split
 
 TUNE_TABLES = {  # tune's reports and the columns read from each
     TRIALS: ("number", "state", "value"),
@@ -159,8 +162,8 @@ def tuning_curves_figure(settings: params.VisualizeParams, root: Path):
 
 def tuning_parallel_figure(settings: params.VisualizeParams, root: Path):
     trials = read_tune_table(root, TRIALS)
-    columns = tune_reports.searched_columns(trials)
-    names = [tune_reports.setting_name(c) for c in columns]
+    columns = reports.searched_columns(trials)
+    names = [reports.setting_name(c) for c in columns]
     return figures.parallel_coordinates(trials.rename(columns=dict(zip(columns, names))), names)
 
 

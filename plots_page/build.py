@@ -18,7 +18,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from pipeline.atomic import write_bytes, write_text
+from pipeline.core.atomic import write_bytes, write_text
 
 HERE = Path(__file__).resolve().parent
 SOURCES = HERE / "sources.json"

@@ -9,7 +9,7 @@ import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tests.synthetic import make_splits, write_idx_dataset  # noqa: E402
+from tests.support.synthetic import make_splits, write_idx_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DELETE = object()  # set_params(root, {"train.epochs": DELETE}) removes the key
@@ -60,7 +60,7 @@ def set_params(root: Path, changes: dict) -> None:
 @pytest.fixture(scope="session")
 def postgres_cluster():
     """A private PostgreSQL server for the session; in CI (CI=true) a missing one fails."""
-    from tests import postgres
+    from tests.support import postgres
 
     reason = postgres.missing_reason()
     if reason:

@@ -1,0 +1,53 @@
+"""Entry-point plumbing shared by every stage: one-line errors and terse progress."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Callable
+
+from pipeline.core.errors import PipelineError
+
+
+def quiet_tensorflow() -> None:
+    """Import TensorFlow without its start-up notices, so progress lines stay readable.
+
+    TF_CPP_MIN_LOG_LEVEL hides the C++ info logs, but the oneDNN notice is printed
+    through absl before that setting is read; so stderr is muted for the import alone.
+    Errors still surface: an import failure is raised after stderr is back.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    sys.stderr.flush()
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    minutes, secs = divmod(seconds, 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def run_stage(name: str, main: Callable[[], None]) -> None:
+    """Run a stage's main(); a PipelineError becomes one message and exit status 1."""
+    started = time.perf_counter()
+    try:
+        main()
+    except PipelineError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; no partial outputs were kept", file=sys.stderr, flush=True)
+        sys.exit(130)
+    log(f"{name}: done in {format_seconds(time.perf_counter() - started)}")

@@ -1,0 +1,1 @@
+"""Figures for `dvc plots show` and the reports."""

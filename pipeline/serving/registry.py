@@ -1,0 +1,48 @@
+"""The models registered in dvc.yaml's `artifacts:` section, by name.
+
+dvc.yaml is where the model names, their paths and the stages that write them are
+declared for DVC (`dvc artifacts get`, DVC's model registry); tools that take a model
+name read them from there instead of keeping a second list.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.core.errors import DataError
+from pipeline.core.params import DVC_FILE, read_yaml
+
+
+def artifacts(dvc_file: str | Path = DVC_FILE) -> dict[str, dict]:
+    return read_yaml(dvc_file).get("artifacts") or {}
+
+
+def producing_stage(path: str | Path, dvc_file: str | Path = DVC_FILE) -> str | None:
+    """The stage with `path` among its outs, or inside an out folder; None if no stage."""
+    target = Path(path)
+    for name, stage in (read_yaml(dvc_file).get("stages") or {}).items():
+        for out in stage.get("outs") or []:
+            out_path = Path(next(iter(out)) if isinstance(out, dict) else out)
+            if target == out_path or out_path in target.parents:
+                return name
+    return None
+
+
+def missing_artifact(path: str | Path, dvc_file: str | Path = DVC_FILE) -> DataError:
+    """The error for an absent pipeline output, naming the command that makes it."""
+    if not Path(dvc_file).is_file():
+        return DataError(f"{path}: not found (and no {dvc_file} here to look model names up "
+                         f"in: run from the project's root folder)")
+    stage = producing_stage(path, dvc_file)
+    if stage is None:
+        return DataError(f"{path}: not found")
+    return DataError(f"{path}: not found; `dvc repro {stage}` produces it, or "
+                     f"`dvc pull {path}` fetches it from the project's DVC remote")
+
+
+def resolve(model: str, dvc_file: str | Path = DVC_FILE) -> Path:
+    """A registered artifact name -> its path; anything else is taken as a path."""
+    registered = artifacts(dvc_file) if Path(dvc_file).is_file() else {}
+    if model in registered:
+        return Path(registered[model]["path"])
+    return Path(model)

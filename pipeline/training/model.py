@@ -1,0 +1,134 @@
+"""Build and compile the feedforward network from typed params."""
+
+from __future__ import annotations
+
+import json
+import types
+import zipfile
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from pipeline import NUM_CLASSES
+from pipeline.core.atomic import atomic_path
+from pipeline.core.params import ModelParams, TrainParams
+
+INPUT_DIM = 28 * 28
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry
+
+
+def _fused_adam_step(self, gradient, variable, learning_rate):
+    """Adam's update of one variable as TensorFlow's one fused kernel: the formula of
+    keras.optimizers.Adam.update_step (m, v, then var -= lr_t m / (sqrt(v) + eps))."""
+    index = self._get_variable_index(variable)
+    step = keras.ops.cast(self.iterations + 1, variable.dtype)
+    tf.raw_ops.ResourceApplyAdam(
+        var=variable.handle, m=self._momentums[index].handle,
+        v=self._velocities[index].handle,
+        beta1_power=keras.ops.power(self.beta_1, step),
+        beta2_power=keras.ops.power(self.beta_2, step),
+        lr=keras.ops.cast(learning_rate, variable.dtype), beta1=self.beta_1,
+        beta2=self.beta_2, epsilon=self.epsilon, grad=gradient)
+
+
+def fused(optimizer: keras.optimizers.Adam) -> keras.optimizers.Adam:
+    """Keras runs Adam as about twenty small ops per variable and step; on a CPU their
+    dispatch cost more than the network's maths (bench/train_speed.py). Same class and
+    saved config, so a saved model loads anywhere."""
+    if not optimizer.amsgrad:
+        optimizer.update_step = types.MethodType(_fused_adam_step, optimizer)
+    return optimizer
+
+
+OPTIMIZERS = {
+    "adam": lambda learning_rate: fused(keras.optimizers.Adam(learning_rate)),
+    "adamw": lambda learning_rate: fused(keras.optimizers.AdamW(learning_rate)),
+    "rmsprop": keras.optimizers.RMSprop,
+    "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9),
+}
+
+
+def build_model(settings: ModelParams, name: str = "ffnn") -> keras.Model:
+    """Dense -> [BatchNorm] -> activation -> [Dropout] per hidden layer, softmax on top.
+
+    With batch norm the dense layer drops its bias, which the normalization would cancel.
+    """
+    regularizer = keras.regularizers.L2(settings.l2) if settings.l2 > 0 else None
+    layers: list[keras.layers.Layer] = [keras.Input(shape=(INPUT_DIM,), name="pixels")]
+    for i, units in enumerate(settings.hidden_units, 1):
+        layers.append(keras.layers.Dense(units, use_bias=not settings.batch_norm,
+                                         kernel_regularizer=regularizer, name=f"dense_{i}"))
+        if settings.batch_norm:
+            layers.append(keras.layers.BatchNormalization(name=f"batch_norm_{i}"))
+        layers.append(keras.layers.Activation(settings.activation, name=f"{settings.activation}_{i}"))
+        if settings.dropout > 0:
+            layers.append(keras.layers.Dropout(settings.dropout, name=f"dropout_{i}"))
+    layers.append(keras.layers.Dense(NUM_CLASSES, activation="softmax", name="softmax"))
+    return keras.Sequential(layers, name=name)
+
+
+def learning_rate(settings: TrainParams, steps_per_epoch: int):
+    if settings.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            settings.learning_rate, decay_steps=max(1, settings.epochs * steps_per_epoch))
+    return settings.learning_rate
+
+
+def compile_model(model: keras.Model, settings: TrainParams, steps_per_epoch: int,
+                  steps_per_execution: int = 1) -> keras.Model:
+    """`steps_per_execution` runs that many batches per call into TensorFlow: same maths,
+    far less Python overhead per step (see bench/train_speed.py)."""
+    model.compile(
+        optimizer=OPTIMIZERS[settings.optimizer](learning_rate=learning_rate(settings,
+                                                                             steps_per_epoch)),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
+        # Keras turns XLA off under op determinism; forced on, it was 10x slower here
+        jit_compile=False,
+    )
+    return model
+
+
+def save_model(model: keras.Model, path: str | Path) -> None:
+    """Save atomically (a killed run never leaves a half-written .keras file) and
+    reproducibly: the same weights give the same bytes, so the same hash in dvc.lock."""
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+        make_reproducible(tmp)
+
+
+def make_reproducible(path: Path) -> None:
+    """Remove what differs between two saves of the same model: the save time (metadata
+    and zip entry dates) and the memory addresses Keras uses as shared-object ids.
+    Left in, they give DVC a new hash for identical weights and rerun every later stage."""
+    with zipfile.ZipFile(path) as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(path, "w") as archive:
+        for info, data in entries:
+            if info.filename == "metadata.json":
+                metadata = json.loads(data)
+                metadata.pop("date_saved", None)
+                data = json.dumps(metadata).encode()
+            elif info.filename == "config.json":
+                data = json.dumps(renumber_shared_objects(json.loads(data))).encode()
+            archive.writestr(zipfile.ZipInfo(info.filename, date_time=ZIP_EPOCH), data,
+                             compress_type=info.compress_type)
+
+
+def renumber_shared_objects(config, numbers: dict | None = None):
+    """Replace each distinct shared_object_id (an id() of this process) by 1, 2, ... in
+    order of appearance; equal ids stay equal, so sharing survives loading."""
+    numbers = {} if numbers is None else numbers
+    if isinstance(config, list):
+        return [renumber_shared_objects(item, numbers) for item in config]
+    if not isinstance(config, dict):
+        return config
+    renumbered = {}
+    for key, value in config.items():
+        if key == "shared_object_id":
+            renumbered[key] = numbers.setdefault(value, len(numbers) + 1)
+        else:
+            renumbered[key] = renumber_shared_objects(value, numbers)
+    return renumbered

@@ -1,0 +1,151 @@
+"""Static checks that dvc.yaml tells DVC the whole truth about each stage.
+
+A stage that reads a param or imports code its dvc.yaml entry does not declare is a
+silent reproducibility bug: change that key or file and DVC would not rerun the stage.
+These tests read the stage modules' source (no execution) and fail loudly on that.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.core import params
+
+ROOT = Path(__file__).resolve().parents[2]
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+STAGES = sorted(DVC["stages"])
+PARAM_CLASSES = {name: cls for name, cls in vars(params).items() if isinstance(cls, type)
+                 and dataclasses.is_dataclass(cls) and hasattr(cls, "SECTION")}
+
+# Code that cannot change what a stage produces: error types, logging, atomic renames,
+# the dataset's fixed constants, params validation (it accepts or refuses a value,
+# never alters one it accepts) and the artifact paths (dvc.yaml names the same paths, so
+# moving one changes dvc.yaml too: tests/core/test_paths.py). Listing it as deps would rerun
+# everything, fetch included, on every edit of a message.
+PLUMBING = {"pipeline/__init__.py", "pipeline/core/runner.py", "pipeline/core/atomic.py",
+            "pipeline/core/errors.py", "pipeline/core/params.py", "pipeline/core/paths.py"}
+
+
+def module_path(name: str) -> Path:
+    return ROOT / (name.replace(".", "/") + ".py")
+
+
+def tree_of(name: str) -> ast.Module:
+    return ast.parse(module_path(name).read_text())
+
+
+def pipeline_imports(name: str) -> set[str]:
+    """Modules of the pipeline package that `name` imports anywhere in its code."""
+    found = set()
+    for node in ast.walk(tree_of(name)):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("pipeline.")}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "pipeline":
+                found |= {f"pipeline.{a.name}" for a in node.names
+                          if module_path(f"pipeline.{a.name}").is_file()}
+            elif node.module.startswith("pipeline."):
+                found.add(node.module)
+    return found
+
+
+def imported_closure(name: str) -> set[str]:
+    seen, todo = set(), [name]
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo.extend(pipeline_imports(current))
+    return seen
+
+
+def stage_module(stage: str) -> str:
+    cmd = DVC["stages"][stage]["cmd"]
+    assert cmd == f"python -m pipeline.{stage}", f"{stage}: unexpected cmd {cmd!r}"
+    return f"pipeline.{stage}"
+
+
+def declared(stage: str) -> set[str]:
+    return set(DVC["stages"][stage].get("params") or [])
+
+
+def is_declared(key: str, keys: set[str]) -> bool:
+    return key in keys or key.split(".")[0] in keys
+
+
+def classes_read(stage: str) -> set[type]:
+    """Param classes whose from_params the stage's own module calls."""
+    used = set()
+    for node in ast.walk(tree_of(stage_module(stage))):
+        if isinstance(node, ast.Attribute) and node.attr == "from_params":
+            target = node.value
+            name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+            if name in PARAM_CLASSES:
+                used.add(PARAM_CLASSES[name])
+    return used
+
+
+def keys_read(stage: str) -> set[str]:
+    """Every params.yaml key the stage's module reads through the typed param classes,
+    plus any literal 'section.key' string it passes around."""
+    keys = {f"{cls.SECTION}.{name}" for cls in classes_read(stage)
+            for name in cls.field_names()}
+    sections = {cls.SECTION for cls in PARAM_CLASSES.values()}
+    for node in ast.walk(tree_of(stage_module(stage))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            head, _, tail = node.value.partition(".")
+            if head in sections and tail.isidentifier():
+                keys.add(node.value)
+    return keys
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_loads_its_own_params(stage):
+    calls = [node for node in ast.walk(tree_of(stage_module(stage)))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+             and node.func.attr == "load" and getattr(node.func.value, "id", "") == "params"]
+    assert [ast.literal_eval(call.args[0]) for call in calls] == [stage]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_reads_only_declared_params(stage):
+    undeclared = sorted(k for k in keys_read(stage) if not is_declared(k, declared(stage)))
+    assert not undeclared, f"{stage} reads {undeclared} but dvc.yaml does not declare them"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_declares_no_param_it_does_not_read(stage):
+    read = keys_read(stage)
+    unused = sorted(entry for entry in declared(stage)
+                    if not any(k == entry or k.startswith(entry + ".") for k in read))
+    assert not unused, f"{stage} declares {unused} but never reads them (needless reruns)"
+
+
+def test_tune_declares_its_own_section_only():
+    """tune.space lists every model/train setting a trial needs, so a train.* or model.*
+    change (the baseline's) never reruns tune."""
+    assert declared("tune") == {"tune"}
+
+
+STAGE_MODULES = {stage_module(stage) for stage in STAGES}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_no_stage_imports_another_stage(stage):
+    """A stage that imported another would rerun on the other's every edit, and tie two
+    entry points' code together; what they share lives in a small common module."""
+    others = imported_closure(stage_module(stage)) & STAGE_MODULES - {stage_module(stage)}
+    assert not others, f"{stage} imports the stage module(s) {sorted(others)}"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_depends_on_all_code_it_imports(stage):
+    code = {str(module_path(m).relative_to(ROOT)) for m in imported_closure(stage_module(stage))}
+    deps = set(DVC["stages"][stage].get("deps") or [])
+    missing = sorted(code - PLUMBING - deps)
+    assert not missing, f"{stage} imports {missing}, which dvc.yaml does not list as deps"

@@ -28,7 +28,7 @@ from pipeline.tuning import study
 from pipeline.tuning import reports
 from pipeline.tuning import space
 from pipeline.tuning import storage
-from pipeline.core.atomic import atomic_dir, atomic_path, write_json, write_text
+from pipeline.core.atomic import all_or_nothing, atomic_dir, atomic_path, write_json, write_text
 from pipeline.core.errors import PipelineError
 from pipeline.core.paths import (BEST_PARAMS, LIVE_DIRS, MODELS, TRIALS, TUNE_CURVES, TUNE_DIR,
                                   TUNE_IMPORTANCE, TUNE_METRICS)
@@ -115,7 +115,13 @@ def write_live(history: dict[str, list[float]], model_settings, train_settings) 
 
 
 def write_outputs(opened, tune: space.TuneParams, home: storage.StudyHome) -> None:
-    """Everything from the finished study; best_params.json last: it marks a result."""
+    """Everything from the finished study, landing together: a failure on the way (a
+    full disk) keeps the previous set whole. best_params.json last: it marks a result."""
+    with all_or_nothing():
+        _write_outputs(opened, tune, home)
+
+
+def _write_outputs(opened, tune: space.TuneParams, home: storage.StudyHome) -> None:
     from pipeline.training.model import load_model
     from pipeline.tuning.objective import HISTORY
 
@@ -198,13 +204,15 @@ def run(worker: bool) -> None:
     log(("tune worker: joined " if worker else "tune: ")
         + start_line(opened, tune, wanted, retried, home.where))
     started = time.perf_counter()
-    lock = storage.StudyLock(home.storage, name)
+    # No lock on the embedded file: this process is its only one, and never waits.
+    lock = storage.StudyLock(home.storage, name) if home.shared else None
     try:
         study.run_trials(opened, tune, objective.Objective(tune, train, val, home.artifacts),
                          on_trial=lambda trial, s: log(trial_line(trial, s, tune, wanted)),
                          lock=lock, on_wait=lambda counts: log(waiting_line(counts, wanted)))
     finally:
-        lock.close()
+        if lock is not None:
+            lock.close()
     best = study.best_complete(opened)
     searched = format_seconds(time.perf_counter() - started)
     if worker:

@@ -1,5 +1,7 @@
+import errno
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -74,3 +76,38 @@ def postgres_cluster():
 def postgres_url(postgres_cluster):
     """A SQLAlchemy URL of a fresh, empty database on the private server."""
     return postgres_cluster.create_database()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MiB tmpfs folder to fill up for real (root mounts it, the test unmounts it);
+    in CI (CI=true) one that cannot be mounted fails instead of skipping."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs",
+                                  str(folder)], capture_output=True, text=True)
+        reason = mounted.stderr.strip().splitlines()[-1] if mounted.returncode else None
+    except FileNotFoundError:
+        reason = "no mount command"
+    if reason:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI needs a tmpfs to fill: {reason}", pytrace=False)
+        pytest.skip(f"cannot mount a tmpfs to fill: {reason}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def fill_disk(folder: Path, leave: int = 0) -> Path:
+    """Fill folder's file system, then free `leave` bytes; returns the filler file."""
+    filler = folder / "filler"
+    with open(filler, "wb", buffering=0) as out:
+        try:
+            while out.write(bytes(1 << 16)):
+                pass
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    os.truncate(filler, max(0, filler.stat().st_size - leave))
+    return filler

@@ -14,6 +14,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
+
 from pipeline.core.errors import PipelineError
 
 STORAGE_ENV = "FMNIST_TUNE_STORAGE"
@@ -27,6 +29,9 @@ HEARTBEAT_SECONDS = 5
 GRACE_SECONDS = 20
 MAX_RETRY = 2
 CONNECT_TIMEOUT_SECONDS = 10
+# A database that drops its connections (a restart, a failover) is retried this long
+# before the process stops with one line; read at each outage, so tests can shorten it.
+RECONNECT_SECONDS = 60
 
 
 def storage_url() -> str | None:
@@ -113,8 +118,10 @@ def open_database(url: str, heartbeat_seconds: int = HEARTBEAT_SECONDS,
         url = parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
     with warnings.catch_warnings():  # heartbeats are marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _connect(url, where, parsed.drivername, heartbeat_seconds, grace_seconds,
-                        RerunStaleTrial(max_retry))
+        storage = _connect(url, where, parsed.drivername, heartbeat_seconds, grace_seconds,
+                           RerunStaleTrial(max_retry))
+    storage.where = where
+    return storage
 
 
 class RerunStaleTrial:
@@ -143,7 +150,7 @@ def _connect(url, where, drivername, heartbeat_seconds, grace_seconds, on_stale)
 
     for attempt in range(3):
         try:
-            return optuna.storages.RDBStorage(
+            return RidingOutStorage(
                 url,
                 engine_kwargs={"connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS},
                                "pool_pre_ping": True},
@@ -155,49 +162,159 @@ def _connect(url, where, drivername, heartbeat_seconds, grace_seconds, on_stale)
             if attempt == 2:
                 raise
             time.sleep(1.0 + attempt)
-        except sqlalchemy.exc.OperationalError as exc:
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "no answer"
+        except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as exc:
+            if not connection_lost(exc):
+                raise
             raise PipelineError(f"cannot reach the tune database at {where} "
-                                f"({STORAGE_ENV}): {reason}") from None
+                                f"({STORAGE_ENV}): {_reason(exc)}") from None
         except ImportError:
             raise PipelineError(f"{STORAGE_ENV}: no Python driver installed for "
                                 f"{drivername} (the project installs psycopg2: "
                                 "write postgresql:// or postgresql+psycopg2://)") from None
 
 
+class DatabaseLost(PipelineError):
+    """The shared database stayed unreachable for RECONNECT_SECONDS."""
+
+
+def _unwrapped(exc: BaseException) -> BaseException:
+    """The SQLAlchemy error behind Optuna's StorageInternalError, else exc itself."""
+    if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__ is not None:
+        return exc.__cause__
+    return exc
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether exc is a dropped or refused connection, which a retry once the database is
+    back can cure."""
+    import sqlalchemy.exc
+
+    cause = _unwrapped(exc)
+    return (isinstance(cause, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                               sqlalchemy.exc.PendingRollbackError))
+            or (isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated))
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of the driver's message behind a database error."""
+    cause = _unwrapped(exc)
+    text = str(getattr(cause, "orig", None) or cause).strip()
+    return text.splitlines()[0] if text else "no answer"
+
+
+class RidingOutStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage riding out a database restart: each call that meets a dropped
+    connection is retried (every call is one transaction, rolled back when it failed)
+    until the server is back, for RECONNECT_SECONDS; then the process stops with one
+    line, and every later call fails at once, so Optuna's clean-up after a trial does not
+    wait again. Optuna alone raises at the first dropped connection, and its heartbeat
+    thread dies with a traceback, leaving a live trial to be failed as stale."""
+
+    lost: DatabaseLost | None = None
+    where = "the database"  # host:port/database, set by open_database
+
+    def ride_out(self, operation):
+        deadline = None
+        while True:
+            if self.lost is not None:
+                raise self.lost
+            try:
+                return operation()
+            except Exception as exc:
+                if not connection_lost(exc):
+                    raise
+                now = time.monotonic()
+                deadline = deadline or now + RECONNECT_SECONDS
+                if now >= deadline:
+                    self.lost = DatabaseLost(
+                        f"lost the tune database at {self.where} ({STORAGE_ENV}) for "
+                        f"{RECONNECT_SECONDS} s: {_reason(exc)}; the study keeps its "
+                        "finished trials: rerun once the database is back")
+                    raise self.lost from None
+                time.sleep(min(0.5, deadline - now))
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            self.ride_out(lambda: super(RidingOutStorage, self).record_heartbeat(trial_id))
+        except DatabaseLost:
+            pass  # in Optuna's heartbeat thread: the main thread says it, in one line
+
+
+def _riding_out(name: str):
+    method = getattr(optuna.storages.RDBStorage, name)
+
+    def call(self, *args, **kwargs):
+        return self.ride_out(lambda: method(self, *args, **kwargs))
+
+    call.__name__ = name
+    return call
+
+
+# Every call that opens a transaction: the storage's interface, and the private ones
+# Optuna's cache in front of it (_CachedStorage) calls. Not the *_without_commit helpers:
+# they run inside a caller's transaction, which is what gets retried.
+for _name in (*optuna.storages.BaseStorage.__abstractmethods__, "get_best_trial",
+              "get_trial_id_from_study_id_trial_number", "get_trial_param",
+              "get_trial_user_attrs", "get_trial_system_attrs", "_get_stale_trial_ids",
+              "_create_new_trial", "_get_best_trial_id", "_get_trials", "_set_trial_param"):
+    setattr(RidingOutStorage, _name, _riding_out(_name))
+
+
 class StudyLock:
     """A lock every process sharing the study takes to count its trials and claim one.
 
-    On PostgreSQL it is an advisory lock named after the study (released by the server
-    if the process dies); the embedded file has one process, so it is a no-op there.
+    On PostgreSQL it is an advisory lock named after the study, held by this lock's own
+    connection (the server releases it if the process dies); the embedded file has one
+    process, so it is a no-op there. A restarted server drops the lock with the
+    connection: acquire reconnects (riding out the restart like the storage), and
+    release says whether the lock was still held, so a claim made without it is checked.
     """
 
     def __init__(self, storage, study_name: str):
         import hashlib
 
-        self.connection = None
+        self.storage, self.engine, self.connection = storage, None, None
         self.held = False
         self.key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big",
                                   signed=True)
         engine = getattr(storage, "engine", None)
         if engine is not None and engine.dialect.name == "postgresql":
-            self.connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self.engine = engine
 
-    def _call(self, function: str) -> None:
+    def _call(self, function: str) -> bool:
+        """SELECT function(key) on the lock's connection, made afresh after a drop."""
         from sqlalchemy import text
 
-        if self.connection is not None:
-            self.connection.execute(text(f"SELECT {function}(:key)"), {"key": self.key})
+        if self.connection is None:
+            self.connection = self.engine.connect().execution_options(
+                isolation_level="AUTOCOMMIT")
+        try:
+            return bool(self.connection.execute(text(f"SELECT {function}(:key)"),
+                                                {"key": self.key}).scalar())
+        except Exception:
+            self.connection.invalidate()  # dropped: the next call connects afresh
+            self.connection = None
+            raise
 
     def acquire(self) -> None:
         if not self.held:
-            self._call("pg_advisory_lock")
+            if self.engine is not None:
+                self.storage.ride_out(lambda: self._call("pg_advisory_lock"))
             self.held = True
 
-    def release(self) -> None:
-        if self.held:
-            self._call("pg_advisory_unlock")
-            self.held = False
+    def release(self) -> bool:
+        """Release the lock; False if the server had dropped it since acquire."""
+        if not self.held:
+            return True
+        self.held = False
+        if self.engine is None:
+            return True
+        try:
+            return self._call("pg_advisory_unlock")
+        except Exception as exc:
+            if not connection_lost(exc):
+                raise
+            return False  # the connection, and the lock with it, went with the server
 
     def close(self) -> None:
         self.release()

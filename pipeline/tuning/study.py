@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 import time
 import warnings
@@ -27,11 +28,13 @@ from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upl
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.storages.journal._file import LOCK_FILE_SUFFIX
 from optuna.trial import FrozenTrial, TrialState
 
-from pipeline.core.errors import DataError
+from pipeline.core.errors import DataError, PipelineError
 from pipeline.tuning.space import Choices, Range, SpaceEntry, TuneParams
 from pipeline.core.paths import STUDY_DIR  # a persist output: DVC keeps it between runs
+from pipeline.core.runner import log
 
 JOURNAL_NAME = "journal.log"
 ARTIFACTS_NAME = "artifacts"
@@ -51,9 +54,59 @@ def quiet_optuna() -> None:
 
 def embedded_storage(folder: Path = STUDY_DIR) -> JournalStorage:
     """Optuna's journal file: an append-only log of every trial event, so a run killed at
-    any point leaves a study that loads and continues."""
+    any point leaves a study that loads and continues (once repair_journal has cut a
+    record the kill tore)."""
     folder.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(folder / JOURNAL_NAME)))
+    path = folder / JOURNAL_NAME
+    repaired = repair_journal(path)
+    if repaired:
+        log(f"tune: repaired {path}: {repaired}")
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def repair_journal(path: Path) -> str | None:
+    """Make the journal end with its last whole record; say what was cut, or None.
+
+    A process killed while appending leaves a torn last line and its lock file. Optuna
+    skips a torn line when reading but appends straight after it, gluing the next record
+    into one unreadable line: that record is lost for every reader (a trial marked failed
+    stays RUNNING), so the tail is cut before anything appends. The embedded file has one
+    process at a time (DVC's lock), so a lock file found here is a dead one's. A bad line
+    with records after it is not a torn write: the study cannot be read."""
+    repaired = []
+    lock = Path(f"{path}{LOCK_FILE_SUFFIX}")
+    if lock.is_symlink() or lock.exists():
+        lock.unlink()
+        repaired.append(f"removed the lock file {lock.name} a killed process left")
+    if not path.exists():
+        return "; ".join(repaired) or None
+    data = path.read_bytes()
+    lines = data.splitlines(keepends=True)
+    good = 0  # bytes of whole, readable records
+    for number, line in enumerate(lines, start=1):
+        if not _is_record(line):
+            if number < len(lines):
+                raise DataError(f"{path}: line {number} is not a journal record and "
+                                f"{len(lines) - number} follow it, so the study cannot be "
+                                f"read; delete {path.parent} to run the search afresh")
+            with open(path, "r+b") as handle:
+                handle.truncate(good)
+                handle.flush()
+                os.fsync(handle.fileno())
+            repaired.insert(0, f"cut its last record, torn by a crash while it was written "
+                               f"({len(data) - good} bytes, line {number})")
+            break
+        good += len(line)
+    return "; ".join(repaired) or None
+
+
+def _is_record(line: bytes) -> bool:
+    if not line.endswith(b"\n"):
+        return False
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError both are
+        return False
 
 
 def artifact_store(folder: Path = STUDY_DIR) -> FileSystemArtifactStore:
@@ -239,8 +292,10 @@ def rerun_failed(study: optuna.Study, trial: FrozenTrial) -> None:
 # a lock (storage.StudyLock): every trial that is not FAIL holds a slot, so the study
 # never holds more than n. A trial whose worker died turns FAIL through the storage's
 # heartbeat; its rerun (a WAITING copy, from storage.RerunStaleTrial) takes over
-# the slot and is run by whichever process looks next. With one process and no lock this
-# is a plain loop of one-trial `optimize` calls.
+# the slot and is run by whichever process looks next. A restarted database server drops
+# the lock with its connection: a process that finds its lock gone once it has claimed
+# counts again, and gives the trial up if another claimed the same slot meanwhile. With
+# one process and no lock this is a plain loop of one-trial `optimize` calls.
 
 HOLDS_A_SLOT = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
 Counts = Counter  # how many trials are in each TrialState
@@ -251,7 +306,12 @@ class NoLock:
 
     def acquire(self) -> None: ...
 
-    def release(self) -> None: ...
+    def release(self) -> bool:
+        return True  # held all along
+
+
+class ClaimLost(Exception):
+    """A trial claimed while the lock was gone, in a slot another process claimed too."""
 
 
 def count_states(study: optuna.Study) -> Counts:
@@ -269,12 +329,24 @@ def optimize_until_full(study: optuna.Study, objective: Callable[[optuna.Trial],
     before_trial(counts) runs under the lock just before a trial is claimed (to seed the
     sampler); on_trial(frozen_trial) after each trial this process ran. When every slot
     is taken by other processes' trials, wait until they finish or one turns out dead;
-    on_wait(counts) is told once per change while waiting.
+    on_wait(counts) is told once per change while waiting. Without a lock this process
+    is the study's only one: a trial it finds RUNNING has no owner to wait for (the
+    caller fails those first, retry_interrupted), so it stops instead of waiting forever.
     """
-    lock = lock or NoLock()
+    alone, lock = lock is None, lock or NoLock()
+
+    def slots_taken() -> int:
+        counts = count_states(study)
+        return sum(counts[state] for state in HOLDS_A_SLOT)
 
     def released(trial):
-        lock.release()  # claimed: other processes may count and claim now
+        if not lock.release():  # claimed: other processes may count and claim now
+            lock.acquire()  # ... but the lock had gone: was the slot free?
+            try:
+                if slots_taken() > n_trials:
+                    raise ClaimLost  # FAIL, which holds no slot
+            finally:
+                lock.release()
         return objective(trial)
 
     waited_for = None
@@ -291,8 +363,16 @@ def optimize_until_full(study: optuna.Study, objective: Callable[[optuna.Trial],
                 if before_trial is not None:
                     before_trial(counts)
                 # ask() inside takes a WAITING retry first, else samples a new trial.
-                study.optimize(released, n_trials=1, catch=(),
-                               callbacks=[lambda _, trial: ran.append(trial)])
+                try:
+                    study.optimize(released, n_trials=1, catch=(),
+                                   callbacks=[lambda _, trial: ran.append(trial)])
+                except ClaimLost:
+                    continue  # count and claim again
+                except Exception as exc:
+                    error = _masked_pipeline_error(exc)
+                    if error is None:
+                        raise
+                    raise error from None
         finally:
             lock.release()
         if ran:
@@ -300,10 +380,24 @@ def optimize_until_full(study: optuna.Study, objective: Callable[[optuna.Trial],
             if on_trial is not None:
                 on_trial(ran[0])
             continue
+        if alone:
+            stuck = [t.number for t in study.get_trials(deepcopy=False,
+                                                         states=(TrialState.RUNNING,))]
+            raise DataError(f"study {study.study_name}: trial(s) {', '.join(map(str, stuck))} "
+                            "RUNNING with no process to run them, and no slot left for a "
+                            "new trial")
         if on_wait is not None and counts != waited_for:
             on_wait(counts)
         waited_for = counts
         time.sleep(poll_seconds)
+
+
+def _masked_pipeline_error(exc: BaseException) -> PipelineError | None:
+    """The PipelineError behind exc, if any: Optuna's clean-up after a failed trial can
+    mask it with an error of its own (a lost database fails the clean-up too)."""
+    while exc is not None and not isinstance(exc, PipelineError):
+        exc = exc.__context__
+    return exc
 
 
 OnTrial = Callable[[FrozenTrial, optuna.Study], None]

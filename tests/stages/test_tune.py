@@ -20,15 +20,15 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
+from optuna.trial import TrialState
 
 from pipeline import tune
 from pipeline.core import params
 from pipeline.tuning import space as search
 from pipeline.core import paths
 from pipeline.tuning import study
-from pipeline.tuning import reports
 from pipeline.core.errors import DataError, ParamsError
-from tests.conftest import DELETE, new_project, set_params
+from tests.conftest import DELETE, fill_disk, new_project, set_params
 from tests.support.synthetic import write_prepared
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -223,6 +223,101 @@ def test_a_resumed_study_ends_like_an_uninterrupted_one(tmp_path):
     assert sequence(reopened) == sequence(run_study(settings))
 
 
+def finished_journal(folder: Path) -> Path:
+    """A finished 4-trial study's journal file, run with the instant objective."""
+    settings = tune_params()
+    study.quiet_optuna()
+    opened = study.open_study(settings, study.embedded_storage(folder), "torn")
+    study.run_trials(opened, settings, fake_objective(settings))
+    return folder / study.JOURNAL_NAME
+
+
+def test_a_journal_torn_in_its_last_record_is_cut_to_the_last_whole_one(tmp_path, capsys):
+    """A crash while appending leaves half a line and Optuna's lock file; Optuna would
+    append straight after the half line, and that record would be unreadable."""
+    journal = finished_journal(tmp_path)
+    whole = journal.read_bytes()
+    last = whole.splitlines(keepends=True)[-1]
+    torn = len(whole) - len(last) + len(last) // 2  # the last trial's completion, half
+    journal.write_bytes(whole[:torn])
+    os.symlink(journal, f"{journal}.lock")  # as JournalFileSymlinkLock takes it
+    capsys.readouterr()
+
+    reopened = study.open_study(tune_params(), study.embedded_storage(tmp_path), "torn")
+    lines = whole.count(b"\n")
+    assert capsys.readouterr().out == (
+        f"tune: repaired {journal}: cut its last record, torn by a crash while it was "
+        f"written ({len(last) // 2} bytes, line {lines}); removed the lock "
+        f"file journal.log.lock a killed process left\n")
+    assert journal.read_bytes() == whole[:-len(last)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [study.JOURNAL_NAME]
+    assert [t.state.name for t in reopened.trials][-1] == "RUNNING"
+    assert study.retry_interrupted(reopened, wanted=4) == [3]  # appended after a whole line
+    again = study.open_study(tune_params(), study.embedded_storage(tmp_path), "torn")
+    assert capsys.readouterr().out == ""  # nothing more to repair
+    assert [t.state.name for t in again.trials][3:] == ["FAIL", "WAITING"]
+
+
+def test_a_record_glued_to_a_torn_one_is_cut_too(tmp_path, capsys):
+    """What a torn journal became before the repair: the next run's record appended
+    after the half line, one unreadable line. Cutting it loses only that record."""
+    journal = finished_journal(tmp_path)
+    whole = journal.read_bytes()
+    last = whole.splitlines(keepends=True)[-1]
+    journal.write_bytes(whole[:len(whole) - len(last) // 2] + b'{"op_code":6,"trial_id":3,"state":4}\n')
+    reopened = study.open_study(tune_params(), study.embedded_storage(tmp_path), "torn")
+    assert "cut its last record" in capsys.readouterr().out
+    assert journal.read_bytes() == whole[:-len(last)]
+    assert [t.state.name for t in reopened.trials][-1] == "RUNNING"
+
+
+def test_a_bad_record_before_good_ones_is_one_line_naming_the_file(tmp_path):
+    journal = finished_journal(tmp_path)
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"".join(lines[:2] + [b"garbage\n"] + lines[3:]))
+    with pytest.raises(DataError) as error:
+        study.embedded_storage(tmp_path)
+    assert str(error.value) == (
+        f"{journal}: line 3 is not a journal record and {len(lines) - 3} follow it, so the "
+        f"study cannot be read; delete {tmp_path} to run the search afresh")
+
+
+def test_alone_a_running_trial_nobody_runs_stops_the_loop_instead_of_a_wait():
+    """Without a lock the process is the study's only one: waiting could never end."""
+    settings = tune_params(n_trials=1)
+    opened = study.open_study(settings, optuna.storages.InMemoryStorage(), "orphan")
+    opened.ask()  # RUNNING, owned by no process
+    with pytest.raises(DataError, match=r"^study orphan: trial\(s\) 0 RUNNING with no "
+                                        "process to run them"):
+        study.run_trials(opened, settings, fake_objective(settings))
+
+
+class DroppedOnce:
+    """A lock the server drops during the first claim, while another process claims the
+    same last slot and finishes its trial."""
+
+    def __init__(self, opened: optuna.Study):
+        self.opened, self.dropped = opened, False
+
+    def acquire(self) -> None: ...
+
+    def release(self) -> bool:
+        if self.dropped or not self.opened.get_trials(states=(TrialState.RUNNING,)):
+            return True
+        self.dropped = True
+        self.opened.add_trial(optuna.trial.create_trial(value=0.5))  # the other's trial
+        return False
+
+
+def test_a_claim_made_while_the_lock_was_gone_is_given_up_if_the_slot_was_taken():
+    settings = tune_params(n_trials=2, pruner="none")
+    opened = study.open_study(settings, optuna.storages.InMemoryStorage(), "dropped")
+    opened.add_trial(optuna.trial.create_trial(value=0.4))
+    study.run_trials(opened, settings, fake_objective(settings), lock=DroppedOnce(opened))
+    assert [t.state.name for t in opened.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert len(study.finished_trials(opened)) == 2  # not 3
+
+
 def test_the_study_name_changes_with_a_setting_in_use_only():
     data, code = "d" * 64, "c" * 64
     base = study.study_name(tune_params(), data, code)
@@ -384,6 +479,69 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(stage_run, tmp_pa
     assert (folder / tune.MODEL_PATH).read_bytes() == (stage_run / tune.MODEL_PATH).read_bytes()
 
 
+def test_a_study_torn_in_its_last_record_resumes_and_finishes(stage_run, tmp_path,
+                                                              monkeypatch, capsys):
+    """The issue's crash: the journal's last line, the last trial's completion, cut in
+    half. The rerun repairs it, reruns that trial and ends with n_trials, not a wait."""
+    folder = tmp_path / "torn"
+    shutil.copytree(stage_run, folder)
+    journal = folder / study.STUDY_DIR / study.JOURNAL_NAME
+    whole = journal.read_bytes()
+    last = whole.splitlines(keepends=True)[-1]
+    assert json.loads(last)["state"] in (1, 2)  # COMPLETE or PRUNED: trial 3's end
+    journal.write_bytes(whole[:len(whole) - len(last) // 2])
+    monkeypatch.chdir(folder)
+    capsys.readouterr()
+    tune.main()
+    out = capsys.readouterr().out
+    assert out.startswith(f"tune: repaired {study.STUDY_DIR / study.JOURNAL_NAME}: cut its "
+                          "last record, torn by a crash while it was written (")
+    assert "3 finished already, rerunning interrupted trial(s) 3" in out
+    [opened] = stored_studies(folder).values()
+    assert [t.state.name for t in opened.trials].count("FAIL") == 1
+    assert len(study.finished_trials(opened)) == TINY["n_trials"]
+    assert opened.trials[4].user_attrs[study.RETRY_OF] == 3
+    assert opened.trials[4].params == opened.trials[3].params
+    assert all(json.loads(line) for line in journal.read_bytes().splitlines())
+    assert len(read_trials(folder)) == TINY["n_trials"] + 1  # the FAIL trial is listed
+
+
+def test_a_full_disk_while_writing_the_outputs_keeps_the_previous_ones(
+        stage_run, small_disk, monkeypatch, capsys):
+    """The disk fills after the model's copy, half-way through the outputs: one line,
+    every previous output as it was (not the new model beside old tables), no temp
+    file; with room again, the rerun writes them all."""
+    folder = small_disk / "project"
+    shutil.copytree(stage_run, folder)
+    outputs = [p for p in sorted(folder.rglob("*")) if p.is_file()
+               and study.STUDY_DIR not in p.relative_to(folder).parents
+               and p.parts[len(folder.parts)] in ("models", "reports")]
+    assert folder / tune.MODEL_PATH in outputs and len(outputs) > 6
+    for path in outputs:
+        path.write_text(f"previous {path.name}")  # distinguishable from what the run writes
+    before = sorted(folder.rglob("*"))
+    model_pages = -(-(stage_run / tune.MODEL_PATH).stat().st_size // 4096)
+    filler = fill_disk(small_disk, leave=(model_pages + 1) * 4096)  # the model fits
+    monkeypatch.chdir(folder)
+    monkeypatch.setattr("pipeline.training.fitting.fit", lambda *a, **k: pytest.fail("trained"))
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit) as exited:
+        tune.cli([])
+    assert exited.value.code == 1
+    error = capsys.readouterr().err
+    assert re.fullmatch(r"tune: error: (\S+): cannot be written: No space left on device; "
+                        r"the previous outputs are kept: free some space and rerun\n", error)
+    assert error.split()[2] != f"{tune.MODEL_PATH}:"  # written, then held back
+    assert all(path.read_text() == f"previous {path.name}" for path in outputs)
+    assert sorted(folder.rglob("*")) == before  # no temp file, no folder left
+
+    filler.unlink()
+    tune.main()
+    for path in (tune.MODEL_PATH, paths.TRIALS, paths.BEST_PARAMS):
+        assert (folder / path).read_bytes() == (stage_run / path).read_bytes()
+
+
 def test_a_changed_tune_key_starts_a_fresh_study(stage_run, tmp_path, monkeypatch):
     folder = tmp_path / "changed"
     shutil.copytree(stage_run, folder)
@@ -426,7 +584,7 @@ def test_a_damaged_best_model_in_the_study_stops_with_one_line(stage_run, tmp_pa
     [kept] = (folder / study.STUDY_DIR / study.ARTIFACTS_NAME).iterdir()
     kept.write_bytes(kept.read_bytes()[:5000])
     before = (folder / tune.MODEL_PATH).read_bytes()
-    best = json.loads((folder / reports.BEST_PARAMS_PATH).read_text())["trial"]
+    best = json.loads((folder / paths.BEST_PARAMS).read_text())["trial"]
     monkeypatch.chdir(folder)
     monkeypatch.setattr("pipeline.training.fitting.fit", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(DataError) as caught:

@@ -71,11 +71,24 @@ class PrivateCluster:
             shutil.chown(self.root, SERVER_USER, SERVER_USER)
         self._server("initdb", "-D", str(self.data_dir), "-U", SERVER_USER, "--auth=trust",
                      "--encoding=UTF8", "--no-sync")
+        self.start_server()
+        return self
+
+    def start_server(self) -> None:
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 "
                    f"-c unix_socket_directories={self.root} -c fsync=off")
         self._server("pg_ctl", "start", "-D", str(self.data_dir), "-w", "-t", "60",
                      "-l", str(self.root / "server.log"), "-o", options)
-        return self
+
+    def stop_server(self) -> None:
+        """Down, the data kept: every client is disconnected (fast mode), none gets in."""
+        self._server("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w")
+
+    def restart(self) -> None:
+        """What an administrator's restart does: every client is disconnected (fast
+        mode), then the server is back with the same options."""
+        self._server("pg_ctl", "restart", "-D", str(self.data_dir), "-m", "fast", "-w",
+                     "-t", "60", "-l", str(self.root / "server.log"))
 
     def stop(self) -> None:
         try:

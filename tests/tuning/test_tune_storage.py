@@ -149,3 +149,100 @@ def test_a_killed_workers_trial_fails_by_heartbeat_and_is_retried(postgres_url, 
     assert len(retries) == 1 and retries[0].state.name in ("COMPLETE", "PRUNED")
     assert retries[0].params == by_state["FAIL"][0].params
     assert retries[0].user_attrs["pid"] == survivor.pid
+
+
+# --- a database that restarts, or goes away --------------------------------------------
+
+
+def test_every_call_that_opens_a_transaction_rides_out_a_dropped_connection():
+    """Optuna's RDB storage methods that open a session, each wrapped (a guard for
+    Optuna upgrades that add one)."""
+    import inspect
+
+    import optuna
+
+    opening = {name for name, function in vars(optuna.storages.RDBStorage).items()
+               if callable(function) and "_create_scoped_session" in inspect.getsource(function)}
+    wrapped = {name for name in opening
+               if getattr(tune_storage.RidingOutStorage, name).__qualname__.startswith(
+                   "_riding_out") or name == "record_heartbeat"}
+    assert "get_trial" in opening and wrapped == opening
+
+
+def test_the_toy_workers_ride_out_server_restarts(postgres_cluster, postgres_url, tmp_path):
+    """Two processes side by side, the server restarted three times under them: both
+    finish, with exactly n trials, each number once."""
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    n_trials = 60  # 0.2 s each: at least 6 s, the restarts end after about 3
+    workers = [toy_worker(postgres_url, "toy", n_trials, "--ready", str(ready), "--peers", "2")
+               for _ in range(2)]
+    deadline = time.monotonic() + 60
+    while len(list(ready.iterdir())) < 2:  # both connected and about to claim trials
+        assert time.monotonic() < deadline and all(w.poll() is None for w in workers)
+        time.sleep(0.1)
+    for _ in range(3):
+        time.sleep(0.5)
+        postgres_cluster.restart()
+    assert all(w.poll() is None for w in workers)  # the restarts came mid-study
+    outputs = [finish(worker) for worker in workers]
+
+    assert outputs == ["", ""]  # not a warning, not a traceback
+    trials = load_trials(postgres_url, "toy")
+    assert sorted(t.number for t in trials) == list(range(n_trials))
+    assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
+    assert {t.user_attrs["pid"] for t in trials} == {w.pid for w in workers}
+
+
+def test_a_database_gone_for_good_is_one_line_and_a_rerun_completes(
+        postgres_cluster, postgres_url, monkeypatch, capsys):
+    """The server stops during a trial and stays down past RECONNECT_SECONDS: one error,
+    no traceback from the heartbeat thread. Back up, a rerun fails the orphaned trial
+    once its heartbeat is stale, reruns it and fills the study."""
+    import optuna
+
+    study.quiet_optuna()
+    monkeypatch.setattr(tune_storage, "RECONNECT_SECONDS", 1)
+    storage = tune_storage.open_database(postgres_url, heartbeat_seconds=1, grace_seconds=2)
+    shared = optuna.create_study(study_name="gone", storage=storage)
+    lock = tune_storage.StudyLock(storage, "gone")
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0.0, 1.0)
+        if trial.number == 1:
+            postgres_cluster.stop_server()
+            trial.report(x, step=0)
+        return x
+
+    try:
+        with pytest.raises(tune_storage.DatabaseLost) as error:
+            study.optimize_until_full(shared, objective, 3, lock)
+        started = time.monotonic()
+        with pytest.raises(tune_storage.DatabaseLost):
+            lock.acquire()  # lost: at once, not another wait
+        assert time.monotonic() - started < 0.5
+        lock.close()
+    finally:
+        postgres_cluster.start_server()
+    where = postgres_url.split("@", 1)[1]
+    message = str(error.value)
+    assert message.startswith(f"lost the tune database at {where} "
+                              f"({tune_storage.STORAGE_ENV}) for 1 s: connection to server")
+    assert message.endswith("Connection refused; the study keeps its finished trials: "
+                            "rerun once the database is back")
+    assert "\n" not in message
+    assert "Traceback" not in capsys.readouterr().err  # the heartbeat thread kept quiet
+
+    storage = tune_storage.open_database(postgres_url, heartbeat_seconds=1, grace_seconds=2)
+    rerun = optuna.load_study(study_name="gone", storage=storage)
+    lock = tune_storage.StudyLock(storage, "gone")
+    try:
+        study.optimize_until_full(rerun, objective, 3, lock, poll_seconds=0.2)
+    finally:
+        lock.close()
+    trials = rerun.get_trials()
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert [t.state.name for t in trials[:2]] == ["COMPLETE", "FAIL"]
+    assert {t.state.name for t in trials[2:]} == {"COMPLETE"}
+    [retry] = [t for t in trials if t.user_attrs.get(study.RETRY_OF) == 1]
+    assert retry.params == trials[1].params

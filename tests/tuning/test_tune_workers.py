@@ -94,11 +94,34 @@ def optuna_artifacts(shared_study, number: int):
     return get_all_artifact_meta(shared_study.trials[number], storage=shared_study._storage)
 
 
-def test_stage_and_two_workers_fill_one_study_exactly(shared):
+def restart_once_trials_run(cluster, env: dict, running: list[Process], count: int) -> None:
+    """`pg_ctl restart` as soon as `count` trials are under way, the processes still up."""
+    import optuna
+
+    storage = tune_storage.open_database(env[tune_storage.STORAGE_ENV])
+    deadline = time.monotonic() + 300
+    while True:
+        assert time.monotonic() < deadline and all(p.popen.poll() is None for p in running)
+        names = optuna.get_all_study_names(storage)
+        if names and len(optuna.load_study(study_name=names[0], storage=storage).get_trials(
+                states=(optuna.trial.TrialState.RUNNING,))) >= count:
+            break
+        time.sleep(0.2)
+    cluster.restart()
+    assert all(p.popen.poll() is None for p in running)  # mid-study
+
+
+def test_stage_and_two_workers_fill_one_study_exactly_through_a_restart(shared,
+                                                                         postgres_cluster):
+    """Side by side, and the server restarted while two trials run: every process rides
+    it out (no error, no traceback), each trial is run once, the study holds n_trials."""
     driver, machine, env = shared
     workers = [worker(machine(f"worker{i}"), env) for i in (1, 2)]
     stage_run = stage(driver, env)
+    restart_once_trials_run(postgres_cluster, env, [stage_run, *workers], count=2)
     outputs = [stage_run.finish(), *(w.finish() for w in workers)]
+    for output in outputs:
+        assert "Traceback" not in output and "error" not in output, output
 
     shared_study = the_study(env)
     trials = shared_study.trials

@@ -19,7 +19,7 @@ from sklearn import metrics
 
 from pipeline import CLASS_NAMES
 from pipeline.core import params
-from pipeline.serving import registry
+from pipeline.core import registry
 from pipeline.core.atomic import atomic_dir, write_json
 from pipeline.core.runner import log, quiet_tensorflow, run_stage
 from pipeline.core.errors import DataError

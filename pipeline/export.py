@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline import IMAGE_SHAPE, NUM_CLASSES
 from pipeline.core import params
-from pipeline.serving import registry
+from pipeline.core import registry
 from pipeline.core.atomic import atomic_dir
 from pipeline.core.runner import log, quiet_tensorflow, run_stage
 from pipeline.core.errors import DataError

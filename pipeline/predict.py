@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from pipeline import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
-from pipeline.serving import registry
+from pipeline.core import registry
 from pipeline.core.runner import quiet_tensorflow
 from pipeline.core.errors import PipelineError
 from pipeline.serving.images import ImageReadError, load_fashion_mnist

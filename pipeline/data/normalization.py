@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.serving import registry
+from pipeline.core import registry
 from pipeline.core.paths import DATA_CARD
 
 

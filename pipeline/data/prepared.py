@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import IMAGE_SHAPE, NUM_CLASSES
-from pipeline.serving import registry
+from pipeline.core import registry
 from pipeline.core.atomic import atomic_path
 from pipeline.core.paths import PREPARED_DIR
 

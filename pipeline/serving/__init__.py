@@ -1,1 +1,1 @@
-"""Using a model: the SavedModel signature, a person's own images, the model registry."""
+"""Using a model: the SavedModel signature and a person's own images."""

@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 
 from pipeline import NUM_CLASSES
-from pipeline.serving import registry
+from pipeline.core import registry
 from pipeline.core.atomic import atomic_path
 from pipeline.core.errors import DataError
 from pipeline.core.params import ModelParams, TrainParams

@@ -35,7 +35,7 @@ PARAM_CLASSES = {name: cls for module in (params, space) for name, cls in vars(m
 SUBPACKAGE_INITS = {str(p.relative_to(ROOT)) for p in (ROOT / "pipeline").glob("*/__init__.py")}
 PLUMBING = {"pipeline/__init__.py", "pipeline/core/runner.py", "pipeline/core/atomic.py",
             "pipeline/core/errors.py", "pipeline/core/params.py", "pipeline/core/paths.py",
-            "pipeline/core/modules.py", "pipeline/serving/registry.py",
+            "pipeline/core/modules.py", "pipeline/core/registry.py",
             *SUBPACKAGE_INITS}
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from dvc.repo.artifacts import check_name_format
 
-from pipeline.serving import registry
+from pipeline.core import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 DVC_FILE = ROOT / "dvc.yaml"

@@ -160,11 +160,23 @@ SELECTIVE = [
 ]
 
 
+# Each change is run for real once, here: the train-only change. The others are checked
+# with `dvc repro --dry` (what DVC would run, from the same dependency graph) and put
+# back, which keeps this module inside CI's budget; DVC stopping early when a rerun stage
+# wrote identical outputs is checked for real by the fetch test below.
+RUN_FOR_REAL = "train.learning_rate"
+
+
 @pytest.mark.parametrize("change, status, rerun", SELECTIVE,
                          ids=[next(iter(c)) for c, _, _ in SELECTIVE])
 def test_a_param_change_reruns_exactly_its_stages(repo, change, status, rerun):
     set_params(repo, change)
     assert changed_stages(repo) == status
+    assert stages_run(dvc(repo, "repro", "--dry")) == rerun
+    if next(iter(change)) != RUN_FOR_REAL:
+        git(repo, "checkout", "--", "params.yaml")
+        assert changed_stages(repo) == set()
+        return
     assert stages_run(dvc(repo, "repro")) == rerun
     assert changed_stages(repo) == set()
     commit(repo, f"change {change}")

@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
 from pipeline.core import registry
-from pipeline.core.runner import quiet_tensorflow
+from pipeline.core.runner import program, quiet_tensorflow
 from pipeline.core.errors import PipelineError
 from pipeline.serving.images import ImageReadError, load_fashion_mnist
 from pipeline.data.normalization import Normalization
@@ -45,7 +45,7 @@ class Prediction:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.predict",
+        prog=program("pipeline.predict"),
         description="Top-k Fashion-MNIST classes for your own PNG or JPEG images.")
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                         help="image files, or folders searched recursively for images")
@@ -165,5 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `fmnist-predict` command (pyproject.toml's [project.scripts])."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -32,7 +32,7 @@ from pipeline.core.atomic import all_or_nothing, atomic_dir, atomic_path, write_
 from pipeline.core.errors import PipelineError
 from pipeline.core.paths import (BEST_PARAMS, LIVE_DIRS, MODELS, TRIALS, TUNE_CURVES, TUNE_DIR,
                                   TUNE_IMPORTANCE, TUNE_METRICS)
-from pipeline.core.runner import format_seconds, log, quiet_tensorflow, run_stage
+from pipeline.core.runner import format_seconds, log, program, quiet_tensorflow, run_stage
 from pipeline.data.prepared import load_split, split_path
 
 MODEL_PATH = MODELS["tuned"]
@@ -232,16 +232,28 @@ def main() -> None:
     run(worker=False)
 
 
+WORKER_HELP = (f"join the study in the database {storage.STORAGE_ENV} names (its best "
+               f"model goes to the folder {storage.ARTIFACTS_ENV} names; "
+               f"{THREADS_ENV}=n sets the threads), run trials until it is full, and write "
+               "no outputs")
+
+
 def cli(argv: list[str] | None = None) -> None:
+    """`python -m pipeline.tune [--worker]`: the stage, or one more worker."""
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.tune",
+        prog=program("pipeline.tune"),
         description="The tune stage (`dvc repro tune` runs it), or with --worker one more "
                     "process filling the same study through a shared database.")
-    parser.add_argument("--worker", action="store_true",
-                        help=f"join the study in {storage.STORAGE_ENV}, run trials until "
-                             "it is full, write no outputs")
+    parser.add_argument("--worker", action="store_true", help=WORKER_HELP)
     worker = parser.parse_args(argv).worker
     run_stage("tune worker" if worker else "tune", lambda: run(worker))
+
+
+def worker_cli(argv: list[str] | None = None) -> None:
+    """The `fmnist-tune-worker` command: `python -m pipeline.tune --worker`."""
+    parser = argparse.ArgumentParser(description=WORKER_HELP[0].upper() + WORKER_HELP[1:] + ".")
+    parser.parse_args(argv)
+    run_stage("tune worker", lambda: run(worker=True))
 
 
 if __name__ == "__main__":

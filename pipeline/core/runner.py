@@ -29,6 +29,11 @@ def quiet_tensorflow() -> None:
         os.close(devnull)
 
 
+def program(module: str) -> str | None:
+    """argparse's prog: `python -m pipeline.x` when run so, else the console script's name."""
+    return f"python -m {module}" if sys.argv[0].endswith(".py") else None
+
+
 def log(message: str) -> None:
     print(message, flush=True)
 

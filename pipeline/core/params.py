@@ -492,3 +492,52 @@ class VisualizeParams(_Section):
     samples_per_class: int = int_in(1, 20)
     gallery_size: int = int_in(1, 100)
     dpi: int = int_in(30, 600)
+
+
+# --- the ablation: the baseline with one knob changed at a time, over seeds ---------------
+
+
+def check_variants(key: str, value: Any) -> tuple[Mapping[str, Any], ...]:
+    """A list of overrides of the baseline's model/train settings, each checked by that
+    setting's own rule; seeds and epochs come from the ablation section itself."""
+    if not isinstance(value, list) or not value:
+        raise ParamsError(f"{key}: must be a non-empty list of overrides such as "
+                          f"{{dropout: 0.0}}, got {value!r}")
+    seen = []
+    for i, overrides in enumerate(value):
+        where = f"{key}[{i}]"
+        if not isinstance(overrides, dict) or not overrides:
+            raise ParamsError(f"{where}: must be a mapping of model/train setting -> value, "
+                              f"such as {{dropout: 0.0}}; got {overrides!r}")
+        for name, setting in overrides.items():
+            if name not in SEARCHABLE:
+                close = difflib.get_close_matches(str(name), list(SEARCHABLE), n=1)
+                hint = f"did you mean {close[0]}?" if close else \
+                    f"known: {', '.join(SEARCHABLE)}"
+                raise ParamsError(f"{where}.{name}: unknown key; {hint}")
+            SEARCHABLE[name].checks()[name](f"{where}.{name}", setting)
+        if overrides in seen:
+            raise ParamsError(f"{where}: the same overrides as {key}[{seen.index(overrides)}]")
+        seen.append(overrides)
+    return tuple(value)
+
+
+def check_seeds(key: str, value: Any) -> tuple[int, ...]:
+    """Distinct training seeds, at least two: an interval over seeds needs a spread."""
+    if not isinstance(value, list) or len(value) < 2:
+        raise ParamsError(f"{key}: must be a list of at least 2 seeds (an interval over "
+                          f"seeds needs two), got {value!r}")
+    seeds = tuple(check_int(f"{key}[{i}]", seed, 0, 2**31 - 1) for i, seed in enumerate(value))
+    if len(set(seeds)) < len(seeds):
+        raise ParamsError(f"{key}: lists a seed more than once: {value!r}")
+    return seeds
+
+
+@dataclass(frozen=True)
+class AblationParams(_Section):
+    """Which variants of the baseline the ablate stage trains, with which seeds and epochs."""
+
+    SECTION = "ablation"
+    variants: tuple[Mapping[str, Any], ...] = rule(check_variants)
+    seeds: tuple[int, ...] = rule(check_seeds)
+    epochs: int = int_in(1, 10000)  # every run's, unless a variant sets its own

@@ -134,7 +134,8 @@ def spans_zero(low: float, high: float) -> bool:
 
 
 def metrics_document(summary: pd.DataFrame) -> dict:
-    """For `dvc metrics show`: each variant's mean test accuracy and its difference."""
+    """For `dvc metrics show`: each variant's mean test accuracy and its difference, under
+    `ablation` so that `dvc exp show` keeps them apart from evaluate's baseline.*."""
     document = {}
     for row in summary.itertuples(index=False):
         document[row.variant] = {
@@ -145,7 +146,7 @@ def metrics_document(summary: pd.DataFrame) -> dict:
                 "test_accuracy_diff": row.test_accuracy_diff,
                 "test_accuracy_diff_low": row.test_accuracy_diff_low,
                 "test_accuracy_diff_high": row.test_accuracy_diff_high})
-    return document
+    return {"ablation": document}
 
 
 # --- time against accuracy ------------------------------------------------------------------

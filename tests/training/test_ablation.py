@@ -76,7 +76,7 @@ def test_the_summary_is_the_mean_and_interval_of_the_per_seed_table(ablated):
             assert row["test_accuracy_diff_low"] == pytest.approx(diff.mean() - half)
             assert row["test_accuracy_diff_high"] == pytest.approx(diff.mean() + half)
     metrics = json.loads((root / paths.ABLATION_METRICS).read_text())
-    assert metrics["dropout=0"]["test_accuracy_diff"] == pytest.approx(
+    assert metrics["ablation"]["dropout=0"]["test_accuracy_diff"] == pytest.approx(
         summary.loc["dropout=0", "test_accuracy_diff"])
 
 

@@ -1,10 +1,11 @@
 """evaluate stage: score the baseline and the tuned model on the test split.
 
-Writes reports/metrics.json (DVC metrics: each model's numbers and the tuned-minus-
-baseline gain), reports/platform.json (the machine that computed them) and
-reports/eval/<model>/ with the per-class table, the confusion matrix counts and the
-predictions (which also feed DVC's confusion plot). Every number comes from
-scikit-learn, so there is one definition of each metric.
+Writes reports/metrics.json (DVC metrics: each model's numbers, the tuned-minus-
+baseline gain and whether it is beyond chance: pipeline/reporting/significance.py),
+reports/platform.json (the machine that computed them) and reports/eval/: per model the
+per-class table, the confusion matrix counts and the predictions (which also feed DVC's
+confusion plot), and per class what the tuned model fixed and broke. Every metric comes
+from scikit-learn, so there is one definition of each.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from pipeline.core import registry
 from pipeline.core.atomic import atomic_dir, write_json
 from pipeline.core.runner import log, quiet_tensorflow, run_stage
 from pipeline.core.errors import DataError
-from pipeline.core.paths import (CONFUSION_FILE, EVAL_DIR, METRICS, MODELS, PER_CLASS_FILE, PLATFORM,
-                            PREDICTIONS_FILE, PREPARED_DIR)
+from pipeline.core.paths import (CLASS_CHANGE, CONFUSION_FILE, EVAL_DIR, METRICS, MODELS,
+                                 PER_CLASS_FILE, PLATFORM, PREDICTIONS_FILE, PREPARED_DIR)
+from pipeline.reporting import significance
 from pipeline.training.platform import platform_record
 from pipeline.data.prepared import load_split, split_path
 
@@ -86,11 +88,14 @@ def gains(baseline: dict[str, float], tuned: dict[str, float]) -> dict[str, floa
     return {key: tuned[key] - baseline[key] for key in baseline}
 
 
-def metrics_document(summaries: dict[str, dict[str, float]]) -> dict:
-    return {**summaries, "gain": gains(summaries["baseline"], summaries["tuned"])}
+def metrics_document(summaries: dict[str, dict[str, float]],
+                     comparison: dict | None = None) -> dict:
+    document = {**summaries, "gain": gains(summaries["baseline"], summaries["tuned"])}
+    return {**document, "significance": comparison} if comparison else document
 
 
-def write_eval_dir(folder: Path, results: dict[str, tuple[Evaluation, pd.DataFrame]]) -> None:
+def write_eval_dir(folder: Path, results: dict[str, tuple[Evaluation, pd.DataFrame]],
+                   class_change: pd.DataFrame | None = None) -> None:
     """All of reports/eval at once: a failed run leaves the previous folder intact."""
     with atomic_dir(folder) as tmp:
         for name, (evaluation, predictions) in results.items():
@@ -99,6 +104,8 @@ def write_eval_dir(folder: Path, results: dict[str, tuple[Evaluation, pd.DataFra
             evaluation.per_class.to_csv(model_dir / PER_CLASS_FILE, index=False)
             evaluation.confusion.to_csv(model_dir / CONFUSION_FILE)
             predictions.to_csv(model_dir / PREDICTIONS_FILE, index=False, float_format="%.6f")
+        if class_change is not None:
+            class_change.to_csv(tmp / CLASS_CHANGE.relative_to(EVAL_DIR), index=False)
 
 
 def require_inputs(root: Path) -> None:
@@ -140,8 +147,11 @@ def evaluate(settings: params.EvaluateParams, root: Path = Path(".")) -> tuple[d
     quiet_tensorflow()  # TensorFlow loads only after params and inputs passed
     results = {name: evaluate_model(root / path, x_test, y_test, settings)
                for name, path in MODELS.items()}
-    write_eval_dir(root / EVAL_DIR, results)
-    document = metrics_document({name: ev.summary for name, (ev, _) in results.items()})
+    baseline, tuned = results["baseline"][1], results["tuned"][1]
+    write_eval_dir(root / EVAL_DIR, results,
+                   significance.class_change(baseline, tuned, CLASS_NAMES))
+    document = metrics_document({name: ev.summary for name, (ev, _) in results.items()},
+                                significance.compare(baseline, tuned))
     write_json(root / METRICS, document)
     write_json(root / PLATFORM, platform_record())
     return document, len(y_test)
@@ -150,8 +160,11 @@ def evaluate(settings: params.EvaluateParams, root: Path = Path(".")) -> tuple[d
 def main() -> None:
     document, images = evaluate(params.EvaluateParams.from_params(params.load("evaluate")))
     base, tuned, gain = (document[k] for k in ("baseline", "tuned", "gain"))
+    test = document["significance"]
     log(f"evaluate: test accuracy baseline {base['test_accuracy']:.4f}, tuned "
-        f"{tuned['test_accuracy']:.4f} ({gain['test_accuracy']:+.4f}); macro F1 "
+        f"{tuned['test_accuracy']:.4f} ({gain['test_accuracy']:+.4f}, 95% interval "
+        f"{test['accuracy_gain_low']:+.4f} to {test['accuracy_gain_high']:+.4f}, McNemar "
+        f"p = {test['mcnemar_p_value']:.2g}); macro F1 "
         f"{base['macro_f1']:.4f} -> {tuned['macro_f1']:.4f} on {images} images; "
         f"wrote {METRICS}, {PLATFORM}, {EVAL_DIR}/")
 

@@ -1,6 +1,7 @@
 """visualize stage: PNG figures in reports/figures/ for `dvc plots show`.
 
-It reads only files (prepared data, DVCLive curves, tune's tables, evaluate's reports)
+It reads only files (prepared data, DVCLive curves, tune's tables, evaluate's reports,
+the ablation's summary)
 and never loads TensorFlow, so it runs in seconds; the predictions it shows are
 evaluate's, and the tuning figures come from tune's tables, not from its Optuna study.
 The inputs below are exactly the stage's deps in dvc.yaml.
@@ -15,19 +16,21 @@ import numpy as np
 import pandas as pd
 
 from pipeline import CLASS_NAMES
+from pipeline.ablation import effects
 from pipeline.reporting import figures
 from pipeline.core import params
 from pipeline.tuning import reports
 from pipeline.core.atomic import atomic_dir
 from pipeline.core.runner import log, run_stage
 from pipeline.core.errors import DataError
-from pipeline.core.paths import (CONFUSION_FILE, CURVE_METRICS, CURVE_PARTS, FIGURES_DIR,
-                            LIVE_DIRS, METRICS, PREDICTIONS_FILE, PREPARED_DIR, TRIALS,
-                            TUNE_CURVES, TUNE_IMPORTANCE, curve_file, eval_file)
+from pipeline.core.paths import (ABLATION_SUMMARY, CONFUSION_FILE, CURVE_METRICS, CURVE_PARTS,
+                                 FIGURES_DIR, LIVE_DIRS, METRICS, PREDICTIONS_FILE,
+                                 PREPARED_DIR, TRIALS, TUNE_CURVES, TUNE_IMPORTANCE, curve_file,
+                                 eval_file)
 from pipeline.data.prepared import SPLITS, load_labels, load_split
 
 TUNE_TABLES = {  # tune's reports and the columns read from each
-    TRIALS: ("number", "state", "value"),
+    TRIALS: ("number", "state", "value", "seconds"),
     TUNE_CURVES: ("number", "epoch", "val_accuracy"),
     TUNE_IMPORTANCE: ("setting", "importance", "epoch", "trials"),
 }
@@ -46,6 +49,7 @@ def inputs() -> dict[Path, str]:
     for name in (CONFUSION_FILE, PREDICTIONS_FILE):
         files[eval_file(SHOWN_MODEL, name)] = "evaluate"
     files[METRICS] = "evaluate"
+    files[ABLATION_SUMMARY] = "ablate"
     return files
 
 
@@ -171,6 +175,27 @@ def tuning_importance_figure(settings: params.VisualizeParams, root: Path):
     return figures.param_importance(read_tune_table(root, TUNE_IMPORTANCE))
 
 
+def read_ablation_summary(root: Path) -> pd.DataFrame:
+    summary = pd.read_csv(root / ABLATION_SUMMARY)
+    needed = ["variant", "change", "seeds", "seconds_mean", "val_accuracy_mean",
+              "test_accuracy_mean", "test_accuracy_diff", "test_accuracy_diff_low",
+              "test_accuracy_diff_high"]
+    missing = [c for c in needed if c not in summary.columns]
+    if missing:
+        raise DataError(f"{ABLATION_SUMMARY}: no {', '.join(missing)} column; rerun the "
+                        f"ablate stage")
+    return summary
+
+
+def ablation_figure(settings: params.VisualizeParams, root: Path):
+    return figures.ablation_effects(read_ablation_summary(root))
+
+
+def time_vs_accuracy_figure(settings: params.VisualizeParams, root: Path):
+    return figures.time_vs_accuracy(effects.time_accuracy_points(
+        read_tune_table(root, TRIALS), read_ablation_summary(root)))
+
+
 FIGURES = {
     "class_distribution.png": class_distribution_figure,
     "sample_images.png": sample_images_figure,
@@ -181,6 +206,8 @@ FIGURES = {
     "tuning_curves.png": tuning_curves_figure,
     "tuning_parallel.png": tuning_parallel_figure,
     "tuning_importance.png": tuning_importance_figure,
+    "ablation_effects.png": ablation_figure,
+    "time_vs_accuracy.png": time_vs_accuracy_figure,
 }
 
 

@@ -259,9 +259,12 @@ class Section:
             raise params_error(exc.errors()[0], key, cls.choices(name)) from None
 
     @classmethod
-    def from_params(cls, params: StageParams):
-        """Every field from the stage's declared params (a missing key fails there)."""
-        return cls.build({name: params.get(f"{cls.SECTION}.{name}")
+    def from_params(cls, params: StageParams, overrides: Mapping[str, Any] | None = None):
+        """Every field from the stage's declared params (a missing key fails there), but
+        those `overrides` sets: they are not read, so the stage need not declare them."""
+        overrides = dict(overrides or {})
+        return cls.build({name: overrides[name] if name in overrides
+                          else params.get(f"{cls.SECTION}.{name}")
                           for name in cls.field_names()})
 
 
@@ -358,3 +361,61 @@ class VisualizeParams(Section):
     samples_per_class: Annotated[Int, Field(ge=1, le=20)]
     gallery_size: Annotated[Int, Field(ge=1, le=100)]
     dpi: Annotated[Int, Field(ge=30, le=600)]
+
+
+# --- the ablation: the baseline with one knob changed at a time, over seeds ---------------
+
+# A training run's configuration: every model and train setting but the seed (tune and
+# the ablation give each run its seed), with the class whose rule checks each.
+CONFIGURATION: dict[str, type[Section]] = {
+    **{name: ModelParams for name in ModelParams.field_names()},
+    **{name: TrainParams for name in TrainParams.field_names() if name != "seed"},
+}
+
+
+def check_variants(value: Any, key: str = "ablation.variants") -> tuple[Mapping[str, Any], ...]:
+    """A list of overrides of the baseline's model/train settings, each checked by that
+    setting's own rule. (Hand-written: the keys of a variant are the baseline's, so an
+    unknown one is named as ablation.variants[i].key, which pydantic's loc cannot say.)"""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ParamsError(f"{key}: must be a non-empty list of overrides such as "
+                          f"{{dropout: 0.0}}, got {value!r}")
+    seen: list[Mapping[str, Any]] = []
+    for i, overrides in enumerate(value):
+        where = f"{key}[{i}]"
+        if not isinstance(overrides, dict) or not overrides:
+            raise ParamsError(f"{where}: must be a mapping of model/train setting -> value, "
+                              f"such as {{dropout: 0.0}}; got {overrides!r}")
+        for name, setting in overrides.items():
+            if name not in CONFIGURATION:
+                close = difflib.get_close_matches(str(name), list(CONFIGURATION), n=1)
+                hint = f"did you mean {close[0]}?" if close else \
+                    f"known: {', '.join(CONFIGURATION)}"
+                raise ParamsError(f"{where}.{name}: unknown key; {hint}")
+            CONFIGURATION[name].check_value(name, setting, f"{where}.{name}")
+        if overrides in seen:
+            raise ParamsError(f"{where}: the same overrides as {key}[{seen.index(overrides)}]")
+        seen.append(overrides)
+    return tuple(value)
+
+
+def check_seeds(value: Any, key: str = "ablation.seeds") -> tuple[int, ...]:
+    """Distinct training seeds, at least two: an interval over seeds needs a spread."""
+    if not isinstance(value, (list, tuple)) or len(value) < 2:
+        raise ParamsError(f"{key}: must be a list of at least 2 seeds (an interval over "
+                          f"seeds needs two), got {value!r}")
+    seeds = tuple(TrainParams.check_value("seed", seed, f"{key}[{i}]")
+                  for i, seed in enumerate(value))
+    if len(set(seeds)) < len(seeds):
+        raise ParamsError(f"{key}: lists a seed more than once: {list(value)!r}")
+    return seeds
+
+
+@dataclass(frozen=True, config=CONFIG)
+class AblationParams(Section):
+    """Which variants of the baseline the ablate stage trains, with which seeds and epochs."""
+
+    SECTION = "ablation"
+    variants: Annotated[tuple[dict[str, Any], ...], BeforeValidator(check_variants)]
+    seeds: Annotated[tuple[int, ...], BeforeValidator(check_seeds)]
+    epochs: Annotated[Int, Field(ge=1, le=10000)]  # every run's, unless a variant sets its own

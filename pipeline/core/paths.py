@@ -42,9 +42,19 @@ EVAL_DIR = Path("reports/eval")
 PER_CLASS_FILE = "per_class.csv"
 CONFUSION_FILE = "confusion_matrix.csv"
 PREDICTIONS_FILE = "predictions.csv"
+CLASS_CHANGE = EVAL_DIR / "class_change.csv"  # per class: what tuned fixed and broke
+
+# ablate: one row per (variant, seed), one per variant over seeds, and DVC metrics
+ABLATION_DIR = Path("reports/ablation")
+ABLATION_RUNS = ABLATION_DIR / "runs.csv"
+ABLATION_SUMMARY = ABLATION_DIR / "summary.csv"
+ABLATION_METRICS = ABLATION_DIR / "metrics.json"
 
 # visualize
 FIGURES_DIR = Path("reports/figures")
+
+# report: the study's answers in Markdown, linking the figures relative to itself
+REPORT = Path("reports/REPORT.md")
 
 # DVCLive writes a live folder's per-epoch curves here, one TSV per part and metric
 CURVE_PARTS = ("train", "eval")

@@ -350,7 +350,10 @@ def parallel_coordinates(trials: pd.DataFrame, columns: Sequence[str]) -> Figure
 
 
 def param_importance(importance: pd.DataFrame) -> Figure:
-    """fANOVA importance per searched setting, largest on top."""
+    """fANOVA importance per searched setting, largest on top, labelled for what it is:
+    which settings explained the search's validation accuracy at an early epoch (the last
+    one every finished trial reached), not which knobs matter for a final model; the
+    ablation figure answers that."""
     fig, ax = plt.subplots(figsize=(7.0, 0.45 * max(3, len(importance)) + 1.4),
                            layout="constrained")
     if importance.empty:
@@ -362,8 +365,70 @@ def param_importance(importance: pd.DataFrame) -> Figure:
     bars = ax.barh(ordered["setting"], ordered["importance"], color="#4c72b0")
     ax.bar_label(bars, fmt="{:.2f}", padding=2, fontsize=8)
     ax.set_xlim(0, max(1e-9, ordered["importance"].max()) * 1.18)
-    ax.set_xlabel("share of the variance in validation accuracy it explains (fANOVA)")
     first = importance.iloc[0]
-    ax.set_title(f"Hyperparameter importance: validation accuracy at epoch {int(first['epoch'])}"
-                 f",\nwhich all {int(first['trials'])} finished trials reached", fontsize=10)
+    ax.set_xlabel(f"share of the variance in validation accuracy at epoch {int(first['epoch'])} "
+                  f"it explains (fANOVA)")
+    ax.set_title(f"What explained the search's validation accuracy at epoch "
+                 f"{int(first['epoch'])} (all {int(first['trials'])} finished trials reached it)"
+                 f"\nearly-training importance, not the final models': see ablation_effects.png for "
+                 f"each knob's effect", fontsize=10)
+    return fig
+
+
+# --- the ablation and the time-accuracy trade-off ----------------------------------------
+# summary is the ablate stage's summary.csv (pipeline/ablation/effects.py).
+
+
+def ablation_effects(summary: pd.DataFrame) -> Figure:
+    """Each variant's test-accuracy difference to the baseline, in points, with its 95%
+    interval over seeds; an interval crossing zero is not distinguishable (grey)."""
+    variants = summary[summary["variant"] != "baseline"].iloc[::-1]
+    fig, ax = plt.subplots(figsize=(8.4, 0.5 * max(3, len(variants)) + 1.6),
+                           layout="constrained")
+    y = np.arange(len(variants))
+    diff = 100 * variants["test_accuracy_diff"].to_numpy(float)
+    low = 100 * variants["test_accuracy_diff_low"].to_numpy(float)
+    high = 100 * variants["test_accuracy_diff_high"].to_numpy(float)
+    clear = (low > 0) | (high < 0)
+    for yi, d, lo, hi, c in zip(y, diff, low, high, clear):
+        colour = ("#1a7f37" if d > 0 else WRONG) if c else PRUNED_COLOUR
+        ax.errorbar(d, yi, xerr=[[d - lo], [hi - d]], fmt="o", color=colour, capsize=4,
+                    gid="effect")
+        ax.annotate(f"{d:+.2f}", (d, yi), textcoords="offset points", xytext=(0, 7),
+                    ha="center", fontsize=7)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, variants["change"])
+    seeds = int(summary["seeds"].iloc[0]) if len(summary) else 0
+    base = 100 * float(summary.loc[summary["variant"] == "baseline", "test_accuracy_mean"]
+                       .iloc[0]) if (summary["variant"] == "baseline").any() else float("nan")
+    ax.set_xlabel(f"test accuracy minus the baseline's ({base:.2f}%), points; "
+                  f"95% interval over {seeds} seeds")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("Ablation: one knob of the baseline changed at a time\n(grey: the interval "
+                 "holds 0, not distinguishable from the baseline)", fontsize=10)
+    return fig
+
+
+def time_vs_accuracy(points: pd.DataFrame) -> Figure:
+    """Training seconds against validation accuracy of every complete trial and ablation
+    variant (effects.time_accuracy_points), the Pareto front joined by a line."""
+    fig, ax = plt.subplots(figsize=(8.4, 5.2), layout="constrained")
+    for kind, marker, colour in (("tuning trial", "o", "#4c72b0"),
+                                 ("ablation variant", "s", "#dd8452")):
+        shown = points[points["kind"] == kind]
+        ax.scatter(shown["seconds"], shown["val_accuracy"], marker=marker, color=colour,
+                   edgecolor="black", linewidth=0.4, label=f"{kind} ({len(shown)})", zorder=3)
+    front = points[points["pareto"]].sort_values("seconds")
+    ax.plot(front["seconds"], front["val_accuracy"], "-", color=WRONG, lw=1.4, zorder=2,
+            label=f"Pareto front ({len(front)}): nothing is both faster and more accurate")
+    for row in front.itertuples(index=False):
+        ax.annotate(row.label, (row.seconds, row.val_accuracy), textcoords="offset points",
+                    xytext=(4, -10), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("training time, seconds (log scale; ablation variants: mean over seeds)")
+    ax.set_ylabel("validation accuracy")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Training time against accuracy: the search's complete trials and the "
+                 "ablation's variants", fontsize=10)
     return fig

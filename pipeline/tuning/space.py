@@ -17,14 +17,11 @@ import pydantic
 from pydantic import PlainValidator
 
 from pipeline.core.errors import ParamsError
-from pipeline.core.params import CONFIG, ModelParams, Section, TrainParams, TuneSettings
+from pipeline.core.params import CONFIGURATION, CONFIG, ModelParams, TrainParams, TuneSettings
 
 KEY = "tune.space"
 # What a trial needs: every model and train setting; tune.seed stands for train.seed.
-SEARCHABLE: dict[str, type[Section]] = {
-    **{name: ModelParams for name in ModelParams.field_names()},
-    **{name: TrainParams for name in TrainParams.field_names() if name != "seed"},
-}
+SEARCHABLE = CONFIGURATION
 RANGE_KEYS = ("low", "high", "log")
 
 

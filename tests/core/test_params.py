@@ -14,7 +14,7 @@ from pipeline.core.errors import ParamsError
 from tests.conftest import DELETE, set_params
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ("fetch", "prepare", "train", "tune", "evaluate", "visualize")
+STAGES = ("fetch", "prepare", "train", "tune", "evaluate", "ablate", "visualize", "report")
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +30,7 @@ def set_param(key, value):
 SECTION_CLASSES = {
     "fetch": [params.FetchParams], "prepare": [params.PrepareParams],
     "train": [params.ModelParams, params.TrainParams], "evaluate": [params.EvaluateParams],
-    "visualize": [params.VisualizeParams],
+    "visualize": [params.VisualizeParams], "ablate": [params.AblationParams],
 }
 
 
@@ -226,3 +226,52 @@ def test_a_stage_with_bad_params_stops_with_one_line_and_no_output(project):
     assert result.stderr.strip() == ("train: error: train.learning_rate: must be > 0.0, "
                                      "got -0.001")
     assert not (project / "models").exists() and not (project / "reports").exists()
+
+
+# --- the ablation section ----------------------------------------------------------------
+
+
+def ablation_settings():
+    return params.AblationParams.from_params(params.load("ablate"))
+
+
+def test_committed_ablation_lists_the_knobs_of_the_study(project):
+    ablation = ablation_settings()
+    changed = {key for variant in ablation.variants for key in variant}
+    assert {"dropout", "batch_norm", "learning_rate", "batch_size", "epochs"} <= changed
+    assert len(ablation.seeds) >= 3
+
+
+def test_an_unknown_variant_key_is_refused_naming_it_and_the_valid_one(project):
+    variants = yaml.safe_load(Path("params.yaml").read_text())["ablation"]["variants"]
+    variants[2] = {"dropuot": 0.0}
+    set_param("ablation.variants", variants)
+    with pytest.raises(ParamsError) as caught:
+        ablation_settings()
+    assert str(caught.value) == "ablation.variants[2].dropuot: unknown key; did you mean dropout?"
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("ablation.variants", [{"dropout": 1.5}],
+     "ablation.variants[0].dropout: must be < 1.0, got 1.5"),
+    ("ablation.variants", [{"batch_size": 32}, {"batch_norm": "no"}],
+     "ablation.variants[1].batch_norm: must be true or false, got 'no'"),
+    ("ablation.variants", [{"seed": 3}],
+     "ablation.variants[0].seed: unknown key; known: hidden_units, activation, dropout, "
+     "batch_norm, l2, optimizer, learning_rate, lr_schedule, batch_size, epochs, "
+     "early_stopping_patience"),
+    ("ablation.variants", [{"dropout": 0.0}, {"dropout": 0.0}],
+     "ablation.variants[1]: the same overrides as ablation.variants[0]"),
+    ("ablation.variants", [{}], "ablation.variants[0]: must be a mapping of model/train "
+                                "setting -> value, such as {dropout: 0.0}; got {}"),
+    ("ablation.variants", [], "ablation.variants: must be a non-empty list of overrides"),
+    ("ablation.seeds", [0], "ablation.seeds: must be a list of at least 2 seeds"),
+    ("ablation.seeds", [1, 1], "ablation.seeds: lists a seed more than once: [1, 1]"),
+    ("ablation.seeds", [0, -1], "ablation.seeds[1]: must be >= 0, got -1"),
+    ("ablation.epochs", 0, "ablation.epochs: must be >= 1, got 0"),
+])
+def test_invalid_ablation_settings_are_refused_naming_the_key(project, key, value, message):
+    set_param(key, value)
+    with pytest.raises(ParamsError) as caught:
+        ablation_settings()
+    assert str(caught.value).startswith(message)

@@ -31,7 +31,9 @@ def test_every_artifact_path_is_a_stage_output():
                  paths.TRAIN_PLATFORM, paths.STUDY_DIR, paths.TRIALS, paths.TUNE_CURVES,
                  paths.TUNE_IMPORTANCE, paths.BEST_PARAMS, paths.TUNE_METRICS,
                  paths.SAVEDMODEL_DIR, paths.METRICS,
-                 paths.PLATFORM, paths.EVAL_DIR, paths.FIGURES_DIR]
+                 paths.PLATFORM, paths.EVAL_DIR, paths.CLASS_CHANGE, paths.FIGURES_DIR,
+                 paths.ABLATION_RUNS, paths.ABLATION_SUMMARY, paths.ABLATION_METRICS,
+                 paths.REPORT]
     missing = [str(p) for p in artifacts if not written_by_a_stage(p)]
     assert not missing, f"no stage in dvc.yaml writes {missing}"
 

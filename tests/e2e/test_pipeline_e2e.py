@@ -31,7 +31,8 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-ALL_STAGES = {"fetch", "prepare", "train", "tune", "export", "evaluate", "visualize"}
+ALL_STAGES = {"fetch", "prepare", "train", "tune", "export", "evaluate", "ablate", "visualize",
+              "report"}
 PROJECT_FILES = ("pipeline/", "params.yaml", "dvc.yaml", ".dvc/config", ".dvcignore",
                  ".gitignore", "pyproject.toml", "plots_page/")
 
@@ -47,6 +48,7 @@ PROFILE = {
                  "dropout": {"low": 0.0, "high": 0.2}, "batch_norm": False, "l2": 0.0,
                  "optimizer": "adam", "learning_rate": 0.01, "lr_schedule": "constant",
                  "batch_size": 32, "epochs": 2, "early_stopping_patience": 0}},
+    "ablation": {"variants": [{"dropout": 0.0}], "seeds": [0, 1], "epochs": 2},
     "visualize": {"samples_per_class": 2, "gallery_size": 8, "dpi": 40},
 }
 
@@ -122,6 +124,17 @@ def test_repro_runs_every_stage_then_nothing(repo):
     for record in ("reports/train/platform.json", "reports/platform.json"):
         platform = json.loads((repo / record).read_text())  # which machine made the numbers
         assert platform["tensorflow"] and platform["cpu"], record
+    runs = (repo / "reports/ablation/runs.csv").read_text().splitlines()
+    assert len(runs) == 1 + 2 * 2  # the baseline and one variant, two seeds each
+    report = (repo / "reports/REPORT.md").read_text()
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert f"| test_accuracy | {metrics['baseline']['test_accuracy']:.4f} |" in report
+    assert "- Removing dropout changes test accuracy by " in report
+    for section in ("## Data", "## Baseline and tuned", "## Tuning", "## Ablation",
+                    "## Training time against accuracy", "## Platform"):
+        assert section in report
+    for link in re.findall(r"\]\((figures/[^)]+)\)", report):
+        assert (repo / "reports" / link).is_file(), link
     commit(repo, "first run")
     second = dvc(repo, "repro")
     assert stages_run(second) == set()
@@ -147,16 +160,22 @@ def test_forced_rerun_gives_identical_metrics_and_models(repo):
 
 # key changed -> (stages `dvc status` lists, stages `dvc repro` reruns)
 SELECTIVE = [
-    ({"data.val_fraction": 0.25}, {"prepare"},
-     {"prepare", "train", "tune", "export", "evaluate", "visualize"}),
-    ({"model.hidden_units": [24]}, {"train"}, {"train", "evaluate", "visualize"}),
-    ({"train.learning_rate": 0.02}, {"train"}, {"train", "evaluate", "visualize"}),
-    # tune's section lists every setting a trial needs: the baseline's keys leave it alone
-    ({"train.seed": 11}, {"train"}, {"train", "evaluate", "visualize"}),
-    ({"model.activation": "tanh"}, {"train"}, {"train", "evaluate", "visualize"}),
-    ({"tune.seed": 1}, {"tune"}, {"tune", "export", "evaluate", "visualize"}),
-    ({"evaluate.top_k": 3}, {"evaluate"}, {"evaluate", "visualize"}),
-    ({"visualize.dpi": 50}, {"visualize"}, {"visualize"}),
+    ({"data.val_fraction": 0.25}, {"prepare"}, ALL_STAGES - {"fetch"}),
+    # the ablation varies the baseline: its model and train settings rerun it
+    ({"model.hidden_units": [24]}, {"train", "ablate"},
+     {"train", "ablate", "evaluate", "visualize", "report"}),
+    ({"train.learning_rate": 0.02}, {"train", "ablate"},
+     {"train", "ablate", "evaluate", "visualize", "report"}),
+    # tune's section lists every setting a trial needs: the baseline's keys leave it alone;
+    # ablation.seeds stands for train.seed in the ablation
+    ({"train.seed": 11}, {"train"}, {"train", "evaluate", "visualize", "report"}),
+    ({"model.activation": "tanh"}, {"train", "ablate"},
+     {"train", "ablate", "evaluate", "visualize", "report"}),
+    ({"tune.seed": 1}, {"tune"}, {"tune", "export", "evaluate", "visualize", "report"}),
+    ({"evaluate.top_k": 3}, {"evaluate"}, {"evaluate", "visualize", "report"}),
+    # the ablation's seeds rerun it and what reads its tables: its figures and the report
+    ({"ablation.seeds": [0, 2]}, {"ablate"}, {"ablate", "visualize", "report"}),
+    ({"visualize.dpi": 50}, {"visualize"}, {"visualize", "report"}),
 ]
 
 
@@ -212,11 +231,12 @@ def test_params_diff_and_metrics_diff_show_the_change(repo):
 
 def test_experiment_runs_and_is_listed_with_metrics(repo):
     result = dvc(repo, "exp", "run", "-S", "train.epochs=2", "-n", "two-epochs")
-    assert stages_run(result) == {"train", "evaluate", "visualize"}
+    assert stages_run(result) == {"train", "evaluate", "visualize", "report"}
     table = dvc(repo, "exp", "show", "--csv").stdout
     rows = {row["Experiment"]: row for row in csv.DictReader(io.StringIO(table))}
     assert rows["two-epochs"]["train.epochs"] == "2"
     assert 0.0 < float(rows["two-epochs"]["baseline.test_accuracy"]) <= 1.0
+    assert 0.0 < float(rows["two-epochs"]["ablation.baseline.test_accuracy"]) <= 1.0
     git(repo, "checkout", "--", ".")
     dvc(repo, "checkout", "--force")
     assert changed_stages(repo) == set()

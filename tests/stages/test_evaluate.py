@@ -151,7 +151,7 @@ def test_stage_writes_metrics_and_reports(workspace, splits):
 
     x, y = splits["test"]
     document = json.loads((workspace / paths.METRICS).read_text())
-    assert set(document) == {"baseline", "tuned", "gain"}
+    assert set(document) == {"baseline", "tuned", "gain", "significance"}
     import keras
 
     for model in ("baseline", "tuned"):
@@ -170,6 +170,18 @@ def test_stage_writes_metrics_and_reports(workspace, splits):
         assert len(per_class) == NUM_CLASSES
     assert document["gain"]["macro_f1"] == pytest.approx(
         document["tuned"]["macro_f1"] - document["baseline"]["macro_f1"])
+    from pipeline.reporting import significance
+
+    predictions = [significance.read_predictions(workspace / paths.eval_file(
+        model, paths.PREDICTIONS_FILE)) for model in ("baseline", "tuned")]
+    test = document["significance"]
+    assert test == significance.compare(*predictions)
+    correct = [p["correct"].to_numpy() for p in predictions]
+    assert test["tuned_only_right"] == int((correct[1] & ~correct[0]).sum())
+    assert test["accuracy_gain"] == pytest.approx(document["gain"]["test_accuracy"])
+    change = pd.read_csv(workspace / paths.CLASS_CHANGE)
+    assert list(change["class"]) == list(CLASS_NAMES)
+    assert change["net"].sum() == test["tuned_only_right"] - test["baseline_only_right"]
     import tensorflow
 
     record = json.loads((workspace / paths.PLATFORM).read_text())  # beside metrics.json

@@ -13,6 +13,7 @@ import pytest
 import optuna
 
 from pipeline import CLASS_NAMES, NUM_CLASSES, evaluate, visualize
+from pipeline.ablation import effects
 from pipeline.reporting import figures
 from pipeline.core import params
 from pipeline.core import paths
@@ -24,7 +25,8 @@ from tests.support.synthetic import write_prepared
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGURES = {"class_distribution.png", "sample_images.png", "training_curves.png",
            "confusion_matrix.png", "predictions_gallery.png", "tuning_history.png",
-           "tuning_curves.png", "tuning_parallel.png", "tuning_importance.png"}
+           "tuning_curves.png", "tuning_parallel.png", "tuning_importance.png",
+           "ablation_effects.png", "time_vs_accuracy.png"}
 
 
 def write_curves(live_dir: Path, epochs: int, seed: int) -> None:
@@ -91,6 +93,22 @@ def write_evaluation(root: Path, y_test: np.ndarray) -> None:
     (root / paths.METRICS).write_text(json.dumps(evaluate.metrics_document(summaries)))
 
 
+def ablation_summary() -> pd.DataFrame:
+    """summary.csv as ablate writes it, from a handcrafted per-seed table."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for variant, shift, seconds in (("baseline", 0.0, 20), ("dropout=0", -0.01, 19),
+                                    ("batch_size=32", 0.004, 45), ("epochs=1", -0.03, 10)):
+        for seed in range(3):
+            rows.append({"variant": variant, "change": variant, "overrides": "{}",
+                         "seed": seed, "epochs_run": 2,
+                         "val_accuracy": 0.85 + shift + rng.normal(0, 0.002),
+                         "test_accuracy": 0.84 + shift + rng.normal(0, 0.002),
+                         "train_val_gap": 0.01, "seconds_per_epoch": seconds / 2,
+                         "seconds": seconds + rng.normal(0, 1), "converged_epoch": 2})
+    return effects.summarize(pd.DataFrame(rows))
+
+
 def make_workspace(root: Path, splits: dict, **visualize_params) -> Path:
     """Every file the visualize stage reads, small, in a project root."""
     set_params(root, {f"visualize.{key}": value for key, value in visualize_params.items()})
@@ -99,6 +117,8 @@ def make_workspace(root: Path, splits: dict, **visualize_params) -> Path:
         write_curves(root / live_dir, epochs=5 + seed, seed=seed)
     write_tune_reports(root, small_study())
     write_evaluation(root, splits["test"][1])
+    (root / paths.ABLATION_DIR).mkdir(parents=True, exist_ok=True)
+    ablation_summary().to_csv(root / paths.ABLATION_SUMMARY, index=False)
     return root
 
 
@@ -226,3 +246,40 @@ def test_a_tune_table_without_its_columns_is_refused(workspace):
     pd.DataFrame({"trial": [1]}).to_csv(workspace / paths.TUNE_CURVES, index=False)
     with pytest.raises(DataError, match="curves.csv: no number, epoch, val_accuracy column"):
         visualize.draw_all(settings_of(workspace), workspace)
+
+
+def test_the_ablation_figure_shows_each_variant_with_its_interval():
+    summary = ablation_summary()
+    fig = figures.ablation_effects(summary)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert sorted(labels) == sorted(summary["change"][1:])
+    shown = {t.get_text() for t in ax.texts}
+    assert {f"{100 * d:+.2f}" for d in summary["test_accuracy_diff"][1:]} == shown
+
+
+def test_time_vs_accuracy_marks_the_pareto_front_of_trials_and_variants(tmp_path):
+    study = small_study()
+    write_tune_reports(tmp_path, study)
+    trials = pd.read_csv(tmp_path / paths.TRIALS)
+    points = effects.time_accuracy_points(trials, ablation_summary())
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert (points["kind"] == "tuning trial").sum() == len(complete)
+    assert (points["kind"] == "ablation variant").sum() == 4
+    fig = figures.time_vs_accuracy(points)
+    front_line = [line for line in fig.axes[0].get_lines()
+                  if line.get_label().startswith("Pareto front")][0]
+    front = points[points["pareto"]].sort_values("seconds")
+    assert list(front_line.get_xdata()) == pytest.approx(list(front["seconds"]))
+    for i, row in points.iterrows():  # nothing on the front is beaten on both axes
+        if row["pareto"]:
+            assert not ((points["seconds"] < row["seconds"])
+                        & (points["val_accuracy"] > row["val_accuracy"])).any()
+
+
+def test_the_importance_figure_says_it_is_an_early_epochs_answer(tmp_path):
+    write_tune_reports(tmp_path, small_study())
+    importance = pd.read_csv(tmp_path / paths.TUNE_IMPORTANCE)
+    title = figures.param_importance(importance).axes[0].get_title()
+    epoch = int(importance["epoch"].iloc[0])
+    assert f"at epoch {epoch}" in title and "not the final models'" in title

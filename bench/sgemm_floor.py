@@ -15,6 +15,7 @@ it slows a current NumPy, so unset it for this command alone. The kernel in use 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -52,11 +53,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--hidden-units", help="e.g. 1024-512; default: params.yaml's model")
+    parser.add_argument("--json", action="store_true", help="one JSON line (for train_speed.py)")
     args = parser.parse_args()
     sys.path.insert(0, os.getcwd())
-    from pipeline.core import params
+    if args.hidden_units:
+        hidden = [int(width) for width in args.hidden_units.split("-")]
+    else:
+        from pipeline.core import params
 
-    hidden = list(params.ModelParams.from_params(params.load("train")).hidden_units)
+        hidden = list(params.ModelParams.from_params(params.load("train")).hidden_units)
     widths = [INPUT_DIM, *hidden, NUM_CLASSES]
     products = step_products(args.batch_size, widths, np.random.default_rng(0))
     flops = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in products)
@@ -68,6 +74,10 @@ def main() -> None:
             for a, b in products:
                 a @ b
         timings.append(time.perf_counter() - started)
+    if args.json:
+        print(json.dumps({"epoch_s": statistics.median(timings), "best_s": min(timings),
+                          "blas": blas(), "load": os.getloadavg()[0]}))
+        return
     print(f"BLAS: {blas()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}")
     print(f"network {widths}, batch {args.batch_size}: {flops * steps / 1e9:.1f} GFLOP per epoch "
           f"of {TRAIN_IMAGES} images")

@@ -32,9 +32,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/support/postgres.py starts the private server
 
-from pipeline.tune import THREADS_ENV  # noqa: E402  (TensorFlow-free)
+from pipeline.tune import THREADS_ENV  # noqa: E402  (Keras-free)
 
-# workers, FMNIST_TUNE_THREADS (None: the training path's default, cores - 1 op threads)
+# workers, FMNIST_TUNE_THREADS (None: the training path's default, a thread per core)
 SETUPS = {"1 worker, default threads": (1, None), "1 worker x 2 threads": (1, 2),
           "2 workers x 1 thread": (2, 1)}
 

@@ -16,6 +16,7 @@ from pipeline.core import params
 from pipeline.core.atomic import write_json, write_text
 from pipeline.core.paths import (ABLATION_METRICS, ABLATION_RUNS, ABLATION_SUMMARY,
                                  PREPARED_DIR)
+from pipeline.training import engine
 from pipeline.core.runner import format_seconds, log, quiet_tensorflow, run_stage
 from pipeline.data.prepared import load_split, split_path
 from pipeline.ablation import effects
@@ -38,6 +39,7 @@ def ablate(settings: params.AblationParams, model: params.ModelParams,
     prepared = root / PREPARED_DIR
     for split in ("train", "val", "test"):
         split_path(split, prepared)  # a missing split fails before TensorFlow loads
+    engine.use(engine.TRAINING)  # Keras loads only after the params and inputs passed
     quiet_tensorflow()
     from pipeline.ablation import runs as ablation
 

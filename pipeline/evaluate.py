@@ -22,6 +22,7 @@ from pipeline import CLASS_NAMES
 from pipeline.core import params
 from pipeline.core import registry
 from pipeline.core.atomic import atomic_dir, write_json
+from pipeline.training import engine
 from pipeline.core.runner import log, quiet_tensorflow, run_stage
 from pipeline.core.errors import DataError
 from pipeline.core.paths import (CLASS_CHANGE, CONFUSION_FILE, EVAL_DIR, METRICS, MODELS,
@@ -144,7 +145,8 @@ def evaluate(settings: params.EvaluateParams, root: Path = Path(".")) -> tuple[d
     the number of test images."""
     require_inputs(root)
     x_test, y_test = read_test_split(root)
-    quiet_tensorflow()  # TensorFlow loads only after params and inputs passed
+    engine.use(engine.TRAINING)  # scored on the engine that trained the models
+    quiet_tensorflow()  # Keras loads only after params and inputs passed
     results = {name: evaluate_model(root / path, x_test, y_test, settings)
                for name, path in MODELS.items()}
     baseline, tuned = results["baseline"][1], results["tuned"][1]

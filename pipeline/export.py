@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import IMAGE_SHAPE, NUM_CLASSES
+from pipeline.training import engine
 from pipeline.core import params
 from pipeline.core import registry
 from pipeline.core.atomic import atomic_dir
@@ -75,6 +76,7 @@ def main() -> None:
     normalization = Normalization.from_card(DATA_CARD)
     if not MODEL_PATH.is_file():
         raise registry.missing_artifact(MODEL_PATH)
+    engine.use(engine.EXPORT, force=True)  # a SavedModel is TensorFlow's, whatever trained it
     quiet_tensorflow()  # TensorFlow loads only after the inputs were found
     export(MODEL_PATH, normalization, SAVEDMODEL_DIR)
     log(f"export: wrote {SAVEDMODEL_DIR}/ (signature serving_default: uint8 images "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.training import engine
 from pipeline.core import params
 from pipeline.core.atomic import write_json
 from pipeline.core.runner import log, quiet_tensorflow, run_stage
@@ -15,7 +16,8 @@ MODEL_PATH, LIVE_DIR = MODELS["baseline"], LIVE_DIRS["baseline"]
 def train(model_settings: params.ModelParams, train_settings: params.TrainParams,
           root: Path = Path(".")):
     """Fit on root's prepared data; write the model, the curves and the platform record."""
-    quiet_tensorflow()  # TensorFlow loads only after the params passed
+    engine.use(engine.TRAINING)  # Keras loads only after the params passed
+    quiet_tensorflow()
     from pipeline.training.model import save_model
     from pipeline.training.platform import platform_record
     from pipeline.data.prepared import load_split

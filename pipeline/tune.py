@@ -16,13 +16,12 @@ runs trials too, waits until the study is full and alone writes the outputs.
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import shutil
 import time
 
 from optuna.trial import TrialState
 
+from pipeline.training import engine
 from pipeline.core import params
 from pipeline.tuning import study
 from pipeline.tuning import reports
@@ -36,18 +35,9 @@ from pipeline.core.runner import format_seconds, log, program, quiet_tensorflow,
 from pipeline.data.prepared import load_split, split_path
 
 MODEL_PATH = MODELS["tuned"]
-THREADS_ENV = "FMNIST_TUNE_THREADS"  # TensorFlow's threads in this process: objective.py
-
-
-def thread_count() -> int | None:
-    """FMNIST_TUNE_THREADS as a number, None when unset; read before anything connects or
-    loads, so a bad value is the one line a run prints."""
-    value = os.environ.get(THREADS_ENV, "").strip()
-    if not value:
-        return None
-    if not re.fullmatch(r"[0-9]+", value) or int(value) < 1:
-        raise PipelineError(f"{THREADS_ENV}={value}: must be a whole number of threads >= 1")
-    return int(value)
+# A machine setting, not a param: it changes speed, and may change float rounding in the
+# last bits (the work is split differently), but not what the search is.
+THREADS_ENV = "FMNIST_TUNE_THREADS"
 
 
 # --- progress -------------------------------------------------------------------------
@@ -181,18 +171,19 @@ def run(worker: bool) -> None:
     """The stage (worker=False): fill the study, then write the outputs from it. A worker
     joins the same shared study, runs trials until it is full and writes nothing else."""
     tune = space.TuneParams.from_params(params.load("tune"))
-    threads = thread_count()
+    threads = engine.threads_from(THREADS_ENV)  # before anything connects or loads
     if worker and storage.storage_url() is None:
         raise PipelineError(
             f"--worker joins a study shared through a database: set "
             f"{storage.STORAGE_ENV}=postgresql://user@host/database and "
             f"{storage.ARTIFACTS_ENV}=/a/shared/folder (README, 'Tuning on many machines')")
     home = storage.open_home()  # an unreachable database fails before TensorFlow loads
-    # TensorFlow loads only after the params passed, so a bad value fails in a blink.
+    # Keras loads only after the params passed, so a bad value fails in a blink;
+    # FMNIST_TUNE_THREADS=n lets several workers share one machine's cores.
+    engine.use(engine.TRAINING, threads=threads)
     quiet_tensorflow()
     from pipeline.tuning import objective
 
-    objective.limit_threads(threads)
     study.quiet_optuna()
     train, val = load_split("train"), load_split("val")
     name = study.study_name(tune, study.file_digest([split_path("train"), split_path("val")]),

@@ -9,6 +9,12 @@ import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from pipeline.training import engine  # noqa: E402
+
+# One Keras backend per process: this one trains on the training engine, as train and
+# tune do; tests of export run it in its own process, on TensorFlow.
+engine.use(engine.TRAINING, force=True)
+
 from tests.support.synthetic import make_splits, write_idx_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

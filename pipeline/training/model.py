@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import types
 import zipfile
 from pathlib import Path
 
 import keras
-import tensorflow as tf
 
 from pipeline import NUM_CLASSES
 from pipeline.core import registry
@@ -20,32 +18,9 @@ INPUT_DIM = 28 * 28
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry
 
 
-def _fused_adam_step(self, gradient, variable, learning_rate):
-    """Adam's update of one variable as TensorFlow's one fused kernel: the formula of
-    keras.optimizers.Adam.update_step (m, v, then var -= lr_t m / (sqrt(v) + eps))."""
-    index = self._get_variable_index(variable)
-    step = keras.ops.cast(self.iterations + 1, variable.dtype)
-    tf.raw_ops.ResourceApplyAdam(
-        var=variable.handle, m=self._momentums[index].handle,
-        v=self._velocities[index].handle,
-        beta1_power=keras.ops.power(self.beta_1, step),
-        beta2_power=keras.ops.power(self.beta_2, step),
-        lr=keras.ops.cast(learning_rate, variable.dtype), beta1=self.beta_1,
-        beta2=self.beta_2, epsilon=self.epsilon, grad=gradient)
-
-
-def fused(optimizer: keras.optimizers.Adam) -> keras.optimizers.Adam:
-    """Keras runs Adam as about twenty small ops per variable and step; on a CPU their
-    dispatch cost more than the network's maths (bench/train_speed.py). Same class and
-    saved config, so a saved model loads anywhere."""
-    if not optimizer.amsgrad:
-        optimizer.update_step = types.MethodType(_fused_adam_step, optimizer)
-    return optimizer
-
-
 OPTIMIZERS = {
-    "adam": lambda learning_rate: fused(keras.optimizers.Adam(learning_rate)),
-    "adamw": lambda learning_rate: fused(keras.optimizers.AdamW(learning_rate)),
+    "adam": keras.optimizers.Adam,
+    "adamw": keras.optimizers.AdamW,
     "rmsprop": keras.optimizers.RMSprop,
     "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9),
 }
@@ -79,16 +54,14 @@ def learning_rate(settings: TrainParams, steps_per_epoch: int):
 
 def compile_model(model: keras.Model, settings: TrainParams, steps_per_epoch: int,
                   steps_per_execution: int = 1) -> keras.Model:
-    """`steps_per_execution` runs that many batches per call into TensorFlow: same maths,
-    far less Python overhead per step (see bench/train_speed.py)."""
+    """`steps_per_execution`: Keras's loop and callbacks run once per that many batches,
+    the same maths with less Python per step (see bench/train_speed.py)."""
     model.compile(
         optimizer=OPTIMIZERS[settings.optimizer](learning_rate=learning_rate(settings,
                                                                              steps_per_epoch)),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
-        # Keras turns XLA off under op determinism; forced on, it was 10x slower here
-        jit_compile=False,
     )
     return model
 

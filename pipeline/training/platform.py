@@ -42,10 +42,13 @@ def platform_record() -> dict:
     import numpy
     import tensorflow
 
+    from pipeline.training import engine
+
     cpu, extensions = cpu_description()
     return {
         "tensorflow": tensorflow.__version__,
         "keras": keras.__version__,
+        **engine.description(),
         "numpy": numpy.__version__,
         "python": platform.python_version(),
         "os": platform.platform(),

@@ -1,17 +1,17 @@
 """One tune trial: train the configuration the sampler drew, report validation accuracy
 after every epoch, stop when the pruner says so, and keep the model if it is the best
-complete one so far. This is the TensorFlow side of the search; pipeline/tuning/study.py is the
+complete one so far. This is the Keras side of the search; pipeline/tuning/study.py is the
 Optuna side.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 
 import keras
 import numpy as np
 import optuna
-import tensorflow as tf
 
 from pipeline.training import fitting
 from pipeline.training import model
@@ -21,19 +21,6 @@ from pipeline.tuning import study
 from pipeline.core.modules import imported_closure, module_file
 
 HISTORY = "history"  # user attr: the per-epoch numbers Keras logged (loss, accuracy, val_*)
-
-
-def limit_threads(threads: int | None) -> None:
-    """FMNIST_TUNE_THREADS=n (read by pipeline/tune.py, before anything loads) gives
-    TensorFlow n threads (intra- and inter-op) instead of the training path's default
-    (one op thread fewer than cores), so that several workers can share one machine's
-    cores. A machine setting like the CPU kind, not a param: it changes speed, and may
-    change float rounding in the last bits (the work is split differently), but not what
-    the search is. None keeps the default. Call before TF runs an op."""
-    if threads is None:
-        return
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
 class PruneOnEpoch(keras.callbacks.Callback):
@@ -60,8 +47,6 @@ class Objective:
 
     def __init__(self, tune: space.TuneParams, train: fitting.Split, val: fitting.Split,
                  store: optuna.artifacts.FileSystemArtifactStore):
-        # A fresh model per trial is the point here; TensorFlow's retracing warning is noise.
-        tf.get_logger().setLevel("ERROR")
         self.tune, self.train, self.val, self.store = tune, train, val, store
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -86,6 +71,7 @@ def code_digest() -> str:
     instead of reusing trials trained by other code."""
     modules = imported_closure(__name__) | imported_closure(prepared.__name__)
     files = [module_file(name) for name in sorted(modules)]
-    versions = f"optuna {optuna.__version__} tf {tf.__version__} keras {keras.__version__} " \
-               f"numpy {np.__version__}"
+    backend = keras.backend.backend()
+    versions = f"optuna {optuna.__version__} keras {keras.__version__} " \
+               f"{backend} {importlib.import_module(backend).__version__} numpy {np.__version__}"
     return hashlib.sha256(f"{study.file_digest(files)} {versions}".encode()).hexdigest()

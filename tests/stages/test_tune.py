@@ -357,22 +357,33 @@ def stored_studies(folder: Path) -> dict[str, optuna.Study]:
 BAD_RATE = {"learning_rate": [0.01, 0.00001], "dropout": [0.0], "hidden_units": ["32"]}
 
 
-def run_python(args: list[str], folder: Path) -> subprocess.CompletedProcess:
-    """A fresh interpreter, as dvc starts a stage. Runs whose bytes are compared are all
-    made this way: the thread count (which changes the weights' last bits on some CPUs)
-    is then the same for each, whatever earlier tests did in this process."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, *args], cwd=folder, env=env, capture_output=True,
+def run_tune(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """`python -m pipeline.tune` (or `-c CODE`) in a fresh process, as `dvc repro` runs it:
+    the engine and its threads set as in the stage, whatever this process loaded."""
+    command = args or ("-m", "pipeline.tune")
+    return subprocess.run([sys.executable, *command], cwd=folder,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
                           text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def stage_run(tmp_path_factory, splits):
-    """One tune run (TPE, ASHA pruning, 4 trials), shared by the checks below."""
+    """One tune run (TPE, ASHA pruning, 4 trials) in its own process, shared by the checks
+    below: the reference the other fresh-process runs must match byte for byte."""
     folder = make_project(tmp_path_factory.mktemp("tune"), splits)
-    finished = run_python(["-m", "pipeline.tune"], folder)
-    assert finished.returncode == 0, finished.stderr
+    done = run_tune(folder)
+    assert done.returncode == 0, done.stderr
     return folder
+
+
+def test_two_fresh_processes_tune_the_same_trials_and_model_bytes(stage_run, tmp_path,
+                                                                  splits):
+    folder = make_project(tmp_path / "again", splits)
+    done = run_tune(folder)
+    assert done.returncode == 0, done.stderr
+    pd.testing.assert_frame_equal(read_trials(folder).drop(columns=["seconds"]),
+                                  read_trials(stage_run).drop(columns=["seconds"]))
+    assert (folder / tune.MODEL_PATH).read_bytes() == (stage_run / tune.MODEL_PATH).read_bytes()
 
 
 def test_the_study_holds_n_trials_finished_trials(stage_run):
@@ -457,14 +468,14 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(stage_run, tmp_pa
         "    return real(*args, **kwargs)\n"
         "fitting.fit = fit\n"
         "tune.main()\n")
-    killed = run_python(["-c", die_in_third_fit], folder)
+    killed = run_tune(folder, "-c", die_in_third_fit)
     assert killed.returncode == -9, killed.stderr
     [opened] = stored_studies(folder).values()
     assert len(study.finished_trials(opened)) == 2
     assert not (folder / paths.BEST_PARAMS).exists()  # no result yet
     started = [t.datetime_start for t in study.finished_trials(opened)]
 
-    resumed = run_python(["-m", "pipeline.tune"], folder)
+    resumed = run_tune(folder)
     assert resumed.returncode == 0, resumed.stderr
     assert "2 finished already, rerunning interrupted trial(s) 2" in resumed.stdout
     [opened] = stored_studies(folder).values()

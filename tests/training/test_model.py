@@ -1,7 +1,11 @@
 """The model builder honours every param; training is deterministic and learns."""
 
+import os
+import subprocess
+import sys
 import time
 import zipfile
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -11,8 +15,13 @@ from pipeline.core.errors import DataError
 from pipeline.training.model import (OPTIMIZERS, build_model, compile_model, load_model,
                             renumber_shared_objects, save_model)
 from pipeline.core import params
+from pipeline.core import paths
 from pipeline.core.params import ModelParams, TrainParams
-from pipeline.training.fitting import fit, make_dataset, seed_everything
+from pipeline.training.fitting import fit
+from tests.conftest import new_project, set_params
+from tests.support.synthetic import write_prepared
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def model_params(**overrides):
@@ -101,42 +110,47 @@ def test_training_learns_and_is_deterministic(splits):
         assert np.array_equal(a, b)
 
 
-def test_each_epoch_is_a_new_seeded_permutation_of_every_sample():
-    x, y = np.arange(30, dtype=np.float32).reshape(10, 3), np.arange(10)
-
-    def epochs(seed):
-        seed_everything(1)
-        data = make_dataset(x, y, batch_size=4, shuffle_seed=seed)
-        return [[batch[1].numpy().tolist() for batch in data] for _ in range(3)]
-
-    first = epochs(5)
-    assert [[len(batch) for batch in epoch] for epoch in first] == [[4, 4, 2]] * 3
-    assert all(sorted(sum(epoch, [])) == list(range(10)) for epoch in first)
-    assert len({str(epoch) for epoch in first}) == 3  # reshuffled every epoch
-    assert epochs(5) == first and epochs(6) != first
-    images, labels = next(iter(make_dataset(x, y, batch_size=4, shuffle_seed=5)))
-    assert np.array_equal(images.numpy(), x[labels.numpy()])  # pairs stay together
-    assert [b[1].numpy().tolist() for b in make_dataset(x, y, 4)] == \
-        [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]  # unshuffled: in order
+def test_training_runs_on_the_training_engine():
+    """The tests train as the stages do: on JAX, where XLA compiles the train step."""
+    model = compile_model(build_model(model_params()), train_params(), 10)
+    assert keras.backend.backend() == "jax" and model.jit_compile is True
 
 
-def test_fused_adam_matches_keras_adam():
-    """The fused kernel computes Keras's formula: the same weights up to rounding."""
-    rng = np.random.default_rng(0)
-    x, y = rng.random((256, 20), dtype=np.float32), rng.integers(0, 10, 256)
-    weights = []
-    for optimizer in (keras.optimizers.Adam(0.01), OPTIMIZERS["adam"](0.01)):
-        keras.utils.set_random_seed(1)
-        model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(16, "relu"),
-                                  keras.layers.Dense(10, "softmax")])
-        model.compile(optimizer, "sparse_categorical_crossentropy")
-        model.fit(x, y, batch_size=32, epochs=3, shuffle=False, verbose=0)
-        weights.append(model.get_weights())
-    fused = OPTIMIZERS["adam"](0.01)
-    assert fused.update_step.__func__ is not keras.optimizers.Adam.update_step
-    assert type(fused) is keras.optimizers.Adam  # saves and loads as plain Adam
-    for keras_weights, fused_weights in zip(*weights, strict=True):
-        np.testing.assert_allclose(fused_weights, keras_weights, atol=1e-4)
+def test_each_epoch_sees_every_sample_in_a_new_order(splits):
+    """Keras shuffles NumPy arrays with NumPy's global generator, which the seed fixes
+    (one permutation per pass over the data; a first pass may be drawn before fitting)."""
+    shuffles = []
+    real = np.random.permutation
+
+    def spy(n):
+        shuffles.append(real(n))
+        return shuffles[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(np.random, "permutation", spy)
+        fit(model_params(), train_params(epochs=3), splits["train"], splits["val"],
+            verbose=False)
+    train_size = len(splits["train"][0])
+    assert len(shuffles) >= 3
+    assert all(sorted(s) == list(range(train_size)) for s in shuffles)
+    assert len({tuple(s) for s in shuffles}) == len(shuffles)
+
+
+def test_two_fresh_processes_train_byte_identical_models(tmp_path, splits):
+    """The train stage twice, each in its own process: the same .keras bytes."""
+    models = []
+    for run in ("first", "second"):
+        folder = new_project(tmp_path / run)
+        set_params(folder, {"model.hidden_units": [32], "train.epochs": 2})
+        write_prepared(folder / paths.PREPARED_DIR,
+                       {name: splits[name] for name in ("train", "val")})
+        done = subprocess.run([sys.executable, "-m", "pipeline.train"], cwd=folder,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert "train epoch 2/2:" in done.stdout
+        models.append((folder / paths.MODELS["baseline"]).read_bytes())
+    assert models[0] == models[1]
 
 
 def test_extra_callbacks_see_every_epochs_validation_accuracy(splits):

@@ -52,6 +52,7 @@ def test_the_record_names_versions_python_os_and_cpu():
     assert (record["tensorflow"], record["keras"], record["numpy"]) == (
         tensorflow.__version__, keras.__version__, numpy.__version__)
     assert record["python"] == platform.python_version()
+    assert record["keras_backend"] == "jax" and record["compute_threads"] >= 1
     assert record["os"] == platform.platform() and record["cpu"]
     assert json.loads(json.dumps(record)) == record  # plain JSON values only
 

@@ -1,0 +1,81 @@
+"""Each process's Keras backend and thread count, chosen before Keras loads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.training import engine
+from pipeline.core.errors import PipelineError
+
+ROOT = Path(__file__).resolve().parents[2]
+REPORT = ("import json, sys\n"
+          "from pipeline.training import engine\n"
+          "engine.use(sys.argv[1], threads=int(sys.argv[2]) or None, force=sys.argv[3] == 'force')\n"
+          "import keras\n"
+          "print(json.dumps(engine.description()))\n")
+
+
+def fresh_process(backend: str, threads: int = 0, force: bool = False, **env) -> dict:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in (engine.BACKEND_ENV, engine.XLA_THREADS_ENV)}
+    done = subprocess.run(
+        [sys.executable, "-c", REPORT, backend, str(threads), "force" if force else "default"],
+        env={**clean, "PYTHONPATH": str(ROOT), **env}, capture_output=True, text=True,
+        timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_training_runs_on_jax_with_a_thread_per_core_unless_capped():
+    cores = len(os.sched_getaffinity(0))
+    default = fresh_process(engine.TRAINING)
+    assert (default["keras_backend"], default["compute_threads"]) == ("jax", cores)
+    assert default["jax"] == __import__("jax").__version__
+    assert fresh_process(engine.TRAINING, threads=1)["compute_threads"] == 1
+
+
+def test_a_users_backend_wins_except_for_export():
+    assert fresh_process(engine.TRAINING, KERAS_BACKEND="tensorflow") == {
+        "keras_backend": "tensorflow"}
+    assert fresh_process(engine.EXPORT, force=True, KERAS_BACKEND="jax") == {
+        "keras_backend": "tensorflow"}
+
+
+def test_choosing_another_backend_after_keras_loaded_is_refused():
+    import keras
+
+    assert keras.backend.backend() == engine.TRAINING  # tests/conftest.py chose it
+    with pytest.raises(RuntimeError, match="keras already runs on jax, not tensorflow"):
+        engine.use(engine.EXPORT, force=True)
+    assert os.environ[engine.BACKEND_ENV] == engine.TRAINING
+
+
+def test_a_thread_count_after_jax_started_computing_is_refused(monkeypatch):
+    import jax
+
+    jax.devices()
+    monkeypatch.delenv(engine.XLA_THREADS_ENV, raising=False)
+    with pytest.raises(RuntimeError, match="before JAX starts computing"):
+        engine.use(engine.TRAINING, threads=1)
+    assert engine.XLA_THREADS_ENV not in os.environ
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1", "1.5"])
+def test_a_bad_thread_count_is_refused_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv("FMNIST_TUNE_THREADS", value)
+    with pytest.raises(PipelineError, match=f"^FMNIST_TUNE_THREADS={value}: must be a whole "
+                                            "number of threads >= 1$"):
+        engine.threads_from("FMNIST_TUNE_THREADS")
+
+
+def test_an_unset_thread_count_leaves_the_default(monkeypatch):
+    monkeypatch.setenv("FMNIST_TUNE_THREADS", " ")
+    assert engine.threads_from("FMNIST_TUNE_THREADS") is None
+    monkeypatch.setenv("FMNIST_TUNE_THREADS", "3")
+    assert engine.threads_from("FMNIST_TUNE_THREADS") == 3

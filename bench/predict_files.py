@@ -26,8 +26,8 @@ from PIL import Image, ImageOps
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.data import idx  # noqa: E402
 from pipeline.core.paths import PREDICTIONS_FILE, RAW_DIR, eval_file  # noqa: E402
+from pipeline.data import idx  # noqa: E402
 
 PHOTO_SIZE = (200, 200)
 VERSIONS = {

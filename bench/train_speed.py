@@ -19,7 +19,7 @@ core is taken, so its median is shown too). Data: data/prepared if it is
 there, else random arrays of the same shape (val accuracy then means nothing).
 Run from the repository root:
 
-    python bench/train_speed.py                              # 256-128 and 1024-512, batch 128 and 256
+    python bench/train_speed.py          # 256-128 and 1024-512, batch 128 and 256
     python bench/train_speed.py --repeats 1 --epochs 3 --networks 256-128 --batch-sizes 128
     python bench/train_speed.py --variants floor project project@PJRT_NPROC=1
 
@@ -122,6 +122,7 @@ class EpochTimer:
 def run_plain(model_settings, train_settings, train, val, timer) -> float:
     """What a first version usually does: model.fit on NumPy arrays, Keras's defaults."""
     import keras
+
     from pipeline.training.fitting import seed_everything
     from pipeline.training.model import build_model, learning_rate
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from pipeline.ablation import effects
 from pipeline.core import params
 from pipeline.core.atomic import write_json, write_text
-from pipeline.core.paths import (ABLATION_METRICS, ABLATION_RUNS, ABLATION_SUMMARY,
-                                 PREPARED_DIR)
-from pipeline.training import engine
+from pipeline.core.paths import ABLATION_METRICS, ABLATION_RUNS, ABLATION_SUMMARY, PREPARED_DIR
 from pipeline.core.runner import format_seconds, log, quiet_tensorflow, run_stage
 from pipeline.data.prepared import load_split, split_path
-from pipeline.ablation import effects
+from pipeline.training import engine
 
 
 def progress(total: int, started: float):

@@ -19,17 +19,25 @@ import pandas as pd
 from sklearn import metrics
 
 from pipeline import CLASS_NAMES
-from pipeline.core import params
-from pipeline.core import registry
+from pipeline.core import params, registry
 from pipeline.core.atomic import atomic_dir, write_json
-from pipeline.training import engine
-from pipeline.core.runner import log, quiet_tensorflow, run_stage
 from pipeline.core.errors import DataError
-from pipeline.core.paths import (CLASS_CHANGE, CONFUSION_FILE, EVAL_DIR, METRICS, MODELS,
-                                 PER_CLASS_FILE, PLATFORM, PREDICTIONS_FILE, PREPARED_DIR)
-from pipeline.reporting import significance
-from pipeline.training.platform import platform_record
+from pipeline.core.paths import (
+    CLASS_CHANGE,
+    CONFUSION_FILE,
+    EVAL_DIR,
+    METRICS,
+    MODELS,
+    PER_CLASS_FILE,
+    PLATFORM,
+    PREDICTIONS_FILE,
+    PREPARED_DIR,
+)
+from pipeline.core.runner import log, quiet_tensorflow, run_stage
 from pipeline.data.prepared import load_split, split_path
+from pipeline.reporting import significance
+from pipeline.training import engine
+from pipeline.training.platform import platform_record
 
 
 @dataclass

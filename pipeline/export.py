@@ -13,14 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import IMAGE_SHAPE, NUM_CLASSES
-from pipeline.training import engine
-from pipeline.core import params
-from pipeline.core import registry
+from pipeline.core import params, registry
 from pipeline.core.atomic import atomic_dir
-from pipeline.core.runner import log, quiet_tensorflow, run_stage
 from pipeline.core.errors import DataError
-from pipeline.data.normalization import Normalization
 from pipeline.core.paths import DATA_CARD, MODELS, SAVEDMODEL_DIR
+from pipeline.core.runner import log, quiet_tensorflow, run_stage
+from pipeline.data.normalization import Normalization
+from pipeline.training import engine
 
 MODEL_PATH = MODELS["tuned"]
 PROBE_IMAGES = 64

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-from pipeline.data import idx
 from pipeline.core import params
 from pipeline.core.atomic import atomic_dir, write_json
-from pipeline.core.runner import log, run_stage
 from pipeline.core.errors import PipelineError
 from pipeline.core.paths import RAW_DIR, SOURCE_RECORD
+from pipeline.core.runner import log, run_stage
+from pipeline.data import idx
 from pipeline.data.sources import Loader, content_sha256, from_source, md5
 
 # DVC deletes a stage's outputs before running it, so a failed fetch leaves no data/raw/.

@@ -25,11 +25,11 @@ import numpy as np
 
 from pipeline import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
 from pipeline.core import registry
-from pipeline.core.runner import program, quiet_tensorflow
 from pipeline.core.errors import PipelineError
-from pipeline.serving.images import ImageReadError, load_fashion_mnist
-from pipeline.data.normalization import Normalization
 from pipeline.core.paths import DATA_CARD
+from pipeline.core.runner import program, quiet_tensorflow
+from pipeline.data.normalization import Normalization
+from pipeline.serving.images import ImageReadError, load_fashion_mnist
 
 DEFAULT_MODEL = "tuned"
 # What a folder is searched for; a file named on the command line is always tried.

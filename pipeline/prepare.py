@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import CLASS_NAMES, NUM_CLASSES
-from pipeline.data import idx
 from pipeline.core import params
 from pipeline.core.atomic import write_json
-from pipeline.core.runner import log, run_stage
-from pipeline.data.duplicates import image_groups, stratified_group_split, twins_in
 from pipeline.core.errors import DataError
-from pipeline.data.normalization import to_features
 from pipeline.core.paths import DATA_CARD_NAME, PREPARED_DIR, RAW_DIR, SOURCE_RECORD
+from pipeline.core.runner import log, run_stage
+from pipeline.data import idx
+from pipeline.data.duplicates import image_groups, stratified_group_split, twins_in
+from pipeline.data.normalization import to_features
 from pipeline.data.prepared import Split, save_split
 
 

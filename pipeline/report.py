@@ -15,8 +15,18 @@ import pandas as pd
 from pipeline.core import params
 from pipeline.core.atomic import write_text
 from pipeline.core.errors import DataError
-from pipeline.core.paths import (ABLATION_SUMMARY, BEST_PARAMS, CLASS_CHANGE, DATA_CARD,
-                                 FIGURES_DIR, METRICS, PLATFORM, REPORT, TRIALS, TUNE_METRICS)
+from pipeline.core.paths import (
+    ABLATION_SUMMARY,
+    BEST_PARAMS,
+    CLASS_CHANGE,
+    DATA_CARD,
+    FIGURES_DIR,
+    METRICS,
+    PLATFORM,
+    REPORT,
+    TRIALS,
+    TUNE_METRICS,
+)
 from pipeline.core.runner import log, run_stage
 from pipeline.reporting import markdown
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.training import engine
 from pipeline.core import params
 from pipeline.core.atomic import write_json
-from pipeline.core.runner import log, quiet_tensorflow, run_stage
 from pipeline.core.paths import LIVE_DIRS, MODELS, PREPARED_DIR, TRAIN_PLATFORM
+from pipeline.core.runner import log, quiet_tensorflow, run_stage
+from pipeline.training import engine
 
 MODEL_PATH, LIVE_DIR = MODELS["baseline"], LIVE_DIRS["baseline"]
 
@@ -18,10 +18,10 @@ def train(model_settings: params.ModelParams, train_settings: params.TrainParams
     """Fit on root's prepared data; write the model, the curves and the platform record."""
     engine.use(engine.TRAINING)  # Keras loads only after the params passed
     quiet_tensorflow()
-    from pipeline.training.model import save_model
-    from pipeline.training.platform import platform_record
     from pipeline.data.prepared import load_split
     from pipeline.training.fitting import fit
+    from pipeline.training.model import save_model
+    from pipeline.training.platform import platform_record
 
     prepared = root / PREPARED_DIR
     result = fit(model_settings, train_settings, load_split("train", prepared),

@@ -21,18 +21,23 @@ import time
 
 from optuna.trial import TrialState
 
-from pipeline.training import engine
 from pipeline.core import params
-from pipeline.tuning import study
-from pipeline.tuning import reports
-from pipeline.tuning import space
-from pipeline.tuning import storage
 from pipeline.core.atomic import all_or_nothing, atomic_dir, atomic_path, write_json, write_text
 from pipeline.core.errors import PipelineError
-from pipeline.core.paths import (BEST_PARAMS, LIVE_DIRS, MODELS, TRIALS, TUNE_CURVES, TUNE_DIR,
-                                  TUNE_IMPORTANCE, TUNE_METRICS)
+from pipeline.core.paths import (
+    BEST_PARAMS,
+    LIVE_DIRS,
+    MODELS,
+    TRIALS,
+    TUNE_CURVES,
+    TUNE_DIR,
+    TUNE_IMPORTANCE,
+    TUNE_METRICS,
+)
 from pipeline.core.runner import format_seconds, log, program, quiet_tensorflow, run_stage
 from pipeline.data.prepared import load_split, split_path
+from pipeline.training import engine
+from pipeline.tuning import reports, space, storage, study
 
 MODEL_PATH = MODELS["tuned"]
 # A machine setting, not a param: it changes speed, and may change float rounding in the

@@ -17,17 +17,29 @@ import pandas as pd
 
 from pipeline import CLASS_NAMES
 from pipeline.ablation import effects
-from pipeline.reporting import figures
 from pipeline.core import params
-from pipeline.tuning import reports
 from pipeline.core.atomic import atomic_dir
-from pipeline.core.runner import log, run_stage
 from pipeline.core.errors import DataError
-from pipeline.core.paths import (ABLATION_SUMMARY, CONFUSION_FILE, CURVE_METRICS, CURVE_PARTS,
-                                 FIGURES_DIR, LIVE_DIRS, METRICS, PREDICTIONS_FILE,
-                                 PREPARED_DIR, TRIALS, TUNE_CURVES, TUNE_IMPORTANCE, curve_file,
-                                 eval_file)
+from pipeline.core.paths import (
+    ABLATION_SUMMARY,
+    CONFUSION_FILE,
+    CURVE_METRICS,
+    CURVE_PARTS,
+    FIGURES_DIR,
+    LIVE_DIRS,
+    METRICS,
+    PREDICTIONS_FILE,
+    PREPARED_DIR,
+    TRIALS,
+    TUNE_CURVES,
+    TUNE_IMPORTANCE,
+    curve_file,
+    eval_file,
+)
+from pipeline.core.runner import log, run_stage
 from pipeline.data.prepared import SPLITS, load_labels, load_split
+from pipeline.reporting import figures
+from pipeline.tuning import reports
 
 TUNE_TABLES = {  # tune's reports and the columns read from each
     TRIALS: ("number", "state", "value", "seconds"),

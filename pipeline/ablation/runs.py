@@ -17,8 +17,8 @@ import keras
 import numpy as np
 import pandas as pd
 
-from pipeline.core.params import AblationParams, ModelParams, TrainParams
 from pipeline.ablation import effects
+from pipeline.core.params import AblationParams, ModelParams, TrainParams
 from pipeline.training.fitting import Split, fit
 
 PREDICT_BATCH = 2048  # inference batch; does not change the numbers

@@ -15,13 +15,19 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from pathlib import Path
-from typing import (Annotated, Any, ClassVar, Literal, Mapping, get_args, get_origin,
-                    get_type_hints)
+from typing import Annotated, Any, ClassVar, Literal, Mapping, get_args, get_origin, get_type_hints
 
 import pydantic
 import yaml
-from pydantic import (BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt,
-                      StrictStr)
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 

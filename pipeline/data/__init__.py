@@ -1,1 +1,2 @@
-"""The data: IDX files, the sources fetch reads, the split, normalization and the prepared format."""
+"""The data: IDX files, the sources fetch reads, the split, normalization, the prepared
+format."""

@@ -25,11 +25,10 @@ from typing import Callable, Mapping
 import numpy as np
 
 from pipeline import IMAGE_SHAPE, NUM_CLASSES
-from pipeline.data import debian
-from pipeline.data import idx
-from pipeline.data.duplicates import image_groups, stratified_group_split
 from pipeline.core.errors import DataError, SourceUnavailable
 from pipeline.core.params import AUTO, SOURCES
+from pipeline.data import debian, idx
+from pipeline.data.duplicates import image_groups, stratified_group_split
 
 OFFICIAL_MD5 = {
     "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",

@@ -370,8 +370,8 @@ def param_importance(importance: pd.DataFrame) -> Figure:
                   f"it explains (fANOVA)")
     ax.set_title(f"What explained the search's validation accuracy at epoch "
                  f"{int(first['epoch'])} (all {int(first['trials'])} finished trials reached it)"
-                 f"\nearly-training importance, not the final models': see ablation_effects.png for "
-                 f"each knob's effect", fontsize=10)
+                 f"\nearly-training importance, not the final models': see "
+                 f"ablation_effects.png for each knob's effect", fontsize=10)
     return fig
 
 

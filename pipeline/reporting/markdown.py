@@ -15,8 +15,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from pipeline.core.paths import FIGURES_DIR, REPORT
 from pipeline.ablation import effects
+from pipeline.core.paths import FIGURES_DIR, REPORT
 
 NOT_DISTINGUISHABLE = "not distinguishable from the baseline"
 # Figures the report links (visualize draws them; a test ties the names)
@@ -161,7 +161,8 @@ def ablation_section(summary: pd.DataFrame) -> list[str]:
     rows = [[row.change, int(row.seeds), percent(row.test_accuracy_mean),
              f"{100 * row.test_accuracy_std:.2f}",
              "" if row.variant == effects.BASELINE else
-             f"{points(row.test_accuracy_diff)} ({interval_text(row.test_accuracy_diff_low, row.test_accuracy_diff_high)})",
+             f"{points(row.test_accuracy_diff)} "
+             f"({interval_text(row.test_accuracy_diff_low, row.test_accuracy_diff_high)})",
              points(row.train_val_gap_mean), f"{row.seconds_per_epoch_mean:.1f}",
              f"{row.converged_epoch_mean:.1f}"] for row in summary.itertuples(index=False)]
     return lines + [""] + table(

@@ -74,9 +74,9 @@ def class_change(baseline: pd.DataFrame, tuned: pd.DataFrame,
     for name in class_names:
         mine = actual == name
         images = int(mine.sum())
-        recall = (lambda c: float(c[mine].mean()) if images else 0.0)
-        rows.append({"class": name, "images": images, "baseline_recall": recall(b),
-                     "tuned_recall": recall(t), "change": recall(t) - recall(b),
+        before, after = (float(c[mine].mean()) if images else 0.0 for c in (b, t))
+        rows.append({"class": name, "images": images, "baseline_recall": before,
+                     "tuned_recall": after, "change": after - before,
                      "fixed": int(np.sum(mine & ~b & t)), "broken": int(np.sum(mine & b & ~t))})
     return pd.DataFrame(rows).assign(net=lambda f: f["fixed"] - f["broken"])
 

@@ -18,9 +18,9 @@ import keras
 import numpy as np
 
 from pipeline.core.atomic import atomic_dir
+from pipeline.core.params import ModelParams, TrainParams
 from pipeline.core.runner import format_seconds, log
 from pipeline.training.model import build_model, compile_model
-from pipeline.core.params import ModelParams, TrainParams
 
 STEPS_PER_EXECUTION = 128
 MONITOR = "val_accuracy"

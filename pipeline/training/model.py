@@ -38,7 +38,8 @@ def build_model(settings: ModelParams, name: str = "ffnn") -> keras.Model:
                                          kernel_regularizer=regularizer, name=f"dense_{i}"))
         if settings.batch_norm:
             layers.append(keras.layers.BatchNormalization(name=f"batch_norm_{i}"))
-        layers.append(keras.layers.Activation(settings.activation, name=f"{settings.activation}_{i}"))
+        layers.append(keras.layers.Activation(settings.activation,
+                                              name=f"{settings.activation}_{i}"))
         if settings.dropout > 0:
             layers.append(keras.layers.Dropout(settings.dropout, name=f"dropout_{i}"))
     layers.append(keras.layers.Dense(NUM_CLASSES, activation="softmax", name="softmax"))

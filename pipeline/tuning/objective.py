@@ -13,12 +13,10 @@ import keras
 import numpy as np
 import optuna
 
-from pipeline.training import fitting
-from pipeline.training import model
-from pipeline.data import prepared
-from pipeline.tuning import space
-from pipeline.tuning import study
 from pipeline.core.modules import imported_closure, module_file
+from pipeline.data import prepared
+from pipeline.training import fitting, model
+from pipeline.tuning import space, study
 
 HISTORY = "history"  # user attr: the per-epoch numbers Keras logged (loss, accuracy, val_*)
 

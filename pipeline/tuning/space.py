@@ -17,7 +17,7 @@ import pydantic
 from pydantic import PlainValidator
 
 from pipeline.core.errors import ParamsError
-from pipeline.core.params import CONFIGURATION, CONFIG, ModelParams, TrainParams, TuneSettings
+from pipeline.core.params import CONFIG, CONFIGURATION, ModelParams, TrainParams, TuneSettings
 
 KEY = "tune.space"
 # What a trial needs: every model and train setting; tune.seed stands for train.seed.

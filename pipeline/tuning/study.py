@@ -32,9 +32,9 @@ from optuna.storages.journal._file import LOCK_FILE_SUFFIX
 from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.core.errors import DataError, PipelineError
-from pipeline.tuning.space import Choices, Range, SpaceEntry, TuneParams
 from pipeline.core.paths import STUDY_DIR  # a persist output: DVC keeps it between runs
 from pipeline.core.runner import log
+from pipeline.tuning.space import Choices, Range, SpaceEntry, TuneParams
 
 JOURNAL_NAME = "journal.log"
 ARTIFACTS_NAME = "artifacts"
@@ -365,7 +365,7 @@ def optimize_until_full(study: optuna.Study, objective: Callable[[optuna.Trial],
                 # ask() inside takes a WAITING retry first, else samples a new trial.
                 try:
                     study.optimize(released, n_trials=1, catch=(),
-                                   callbacks=[lambda _, trial: ran.append(trial)])
+                                   callbacks=[lambda _, trial, ran=ran: ran.append(trial)])
                 except ClaimLost:
                     continue  # count and claim again
                 except Exception as exc:

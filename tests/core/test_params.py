@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from pipeline.core import params
-from pipeline.tuning import space
 from pipeline.core.errors import ParamsError
+from pipeline.tuning import space
 from tests.conftest import DELETE, set_params
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,12 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data import debian
-from pipeline.data import idx
-from pipeline.data import sources
 from pipeline.core.errors import DataError, SourceUnavailable
-from pipeline.fetch import fetch_raw
 from pipeline.core.params import FetchParams, PrepareParams
+from pipeline.data import debian, idx, sources
+from pipeline.fetch import fetch_raw
 from pipeline.prepare import prepare
 from tests.support import fake_debian
 from tests.support.fake_debian import VERSION, apt_calls, fake_apt_get, fake_dpkg_query, make_deb

@@ -6,8 +6,8 @@ import struct
 import numpy as np
 import pytest
 
-from pipeline.data import idx
 from pipeline.core.errors import DataError
+from pipeline.data import idx
 from tests.support.synthetic import make_images
 
 

@@ -9,15 +9,14 @@ import hashlib
 
 import pytest
 
-from pipeline.data import idx
-from pipeline.data import sources
-from pipeline.fetch import fetch_raw
 from pipeline.core.params import FetchParams, PrepareParams
-from pipeline.prepare import prepare
+from pipeline.data import idx, sources
 from pipeline.data.prepared import load_split
+from pipeline.fetch import fetch_raw
+from pipeline.prepare import prepare
+from tests.data.test_sources import fake_npm_pack, npm_tarball
 from tests.support.fake_debian import fake_apt_get, make_deb
 from tests.support.synthetic import make_images, write_idx_files
-from tests.data.test_sources import fake_npm_pack, npm_tarball
 
 TEST_TWINS = 3  # training images that copy a test image
 

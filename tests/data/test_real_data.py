@@ -8,13 +8,12 @@ import shutil
 import numpy as np
 import pytest
 
-from pipeline.data import idx
-from pipeline.data import sources
-from pipeline.data.duplicates import twins_in
-from pipeline.fetch import fetch_raw
 from pipeline.core.params import FetchParams, PrepareParams
-from pipeline.prepare import prepare
+from pipeline.data import idx, sources
+from pipeline.data.duplicates import twins_in
 from pipeline.data.prepared import load_split
+from pipeline.fetch import fetch_raw
+from pipeline.prepare import prepare
 
 OFFICIAL_TRAIN_LABELS_START = [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]
 OFFICIAL_TEST_LABELS_START = [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]

@@ -9,12 +9,11 @@ from functools import partial
 import numpy as np
 import pytest
 
-from pipeline.data import idx
-from pipeline.data import sources
 from pipeline.core.errors import DataError
-from pipeline.fetch import fetch_raw
 from pipeline.core.params import SOURCES, FetchParams
+from pipeline.data import idx, sources
 from pipeline.data.sources import SourceUnavailable
+from pipeline.fetch import fetch_raw
 
 CLOSED_PORT_MIRROR = "http://127.0.0.1:9/"  # nothing listens on the discard port
 

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.serving.images import (BACKGROUND_TOLERANCE, BlankImageError, ImageReadError,
-                             load_fashion_mnist, read_image, to_fashion_mnist)
+from pipeline.serving.images import (
+    BACKGROUND_TOLERANCE,
+    BlankImageError,
+    ImageReadError,
+    load_fashion_mnist,
+    read_image,
+    to_fashion_mnist,
+)
 from tests.support.synthetic import make_garment_images
 
 

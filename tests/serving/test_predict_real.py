@@ -1,8 +1,8 @@
 """predict on real Fashion-MNIST test images, as files a person would have.
 
 Needs the real data, so it fetches the official files through the debian source (marked
-`network`; CI reaches Debian's archive, so this runs there) and trains the baseline network for a few
-epochs: enough to show that predict's preprocessing keeps what the network learned.
+`network`; CI reaches Debian's archive, so this runs there) and trains the baseline network
+for a few epochs: enough to show that predict's preprocessing keeps what the network learned.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from pipeline import CLASS_NAMES
-from pipeline.data import idx
 from pipeline.core.params import FetchParams, ModelParams, PrepareParams, TrainParams
+from pipeline.data import idx
 
 pytestmark = pytest.mark.network
 
@@ -27,11 +27,11 @@ PHOTO_SIZE = (200, 200)
 @pytest.fixture(scope="module")
 def tuned_project(tmp_path_factory):
     """Real raw and prepared data, and a quickly trained model, as the current directory."""
-    from pipeline.fetch import fetch_raw
-    from pipeline.training.model import save_model
-    from pipeline.prepare import prepare
     from pipeline.data.prepared import load_split
+    from pipeline.fetch import fetch_raw
+    from pipeline.prepare import prepare
     from pipeline.training.fitting import fit
+    from pipeline.training.model import save_model
 
     folder = tmp_path_factory.mktemp("real")
     raw, prepared = folder / "data" / "raw", folder / "data" / "prepared"
@@ -61,8 +61,8 @@ def predicted_classes(capsys, folder) -> np.ndarray:
 
 
 def test_test_images_as_pngs_get_evaluates_classes(tuned_project, capsys):
-    from pipeline.evaluate import predict, predictions_table
     from pipeline.data.prepared import load_split
+    from pipeline.evaluate import predict, predictions_table
 
     images, _ = idx.read_split("data/raw", "test")
     write_pngs(tuned_project / "pngs", images[:IMAGES], lambda image: image)

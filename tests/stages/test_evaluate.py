@@ -9,8 +9,7 @@ import pytest
 from sklearn import metrics
 
 from pipeline import CLASS_NAMES, NUM_CLASSES, evaluate
-from pipeline.core import params
-from pipeline.core import paths
+from pipeline.core import params, paths
 from pipeline.core.errors import DataError, ParamsError
 from pipeline.core.params import EvaluateParams
 from tests.conftest import set_params
@@ -124,8 +123,8 @@ def test_gain_is_tuned_minus_baseline():
 def tiny_model(seed: int):
     import keras
 
-    from pipeline.training.model import build_model
     from pipeline.core.params import ModelParams
+    from pipeline.training.model import build_model
 
     keras.utils.set_random_seed(seed)
     return build_model(ModelParams(hidden_units=(8,), activation="relu", dropout=0.0,

@@ -19,10 +19,10 @@ import pytest
 from PIL import Image
 
 from pipeline import CLASS_NAMES
-from pipeline.data import idx
 from pipeline.core.errors import DataError
-from pipeline.core.paths import DATA_CARD
 from pipeline.core.params import ModelParams, PrepareParams, TrainParams
+from pipeline.core.paths import DATA_CARD
+from pipeline.data import idx
 from tests.support.synthetic import make_garment_images, write_idx_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,10 +32,10 @@ TEST_PER_CLASS = 30  # 300 test images
 @pytest.fixture(scope="module")
 def tuned_project(tmp_path_factory):
     """A project folder after prepare and tune (tuned.keras), as the current directory."""
-    from pipeline.training.model import save_model
-    from pipeline.prepare import prepare
     from pipeline.data.prepared import load_split
+    from pipeline.prepare import prepare
     from pipeline.training.fitting import fit
+    from pipeline.training.model import save_model
 
     folder = tmp_path_factory.mktemp("project")
     raw = write_idx_dataset(folder / "data" / "raw", 40, TEST_PER_CLASS, make=make_garment_images)
@@ -73,8 +73,8 @@ def predict_json(capsys, *args) -> tuple[int, dict]:
 
 def evaluate_classes(model_path: Path) -> list[str]:
     """What the evaluate stage predicts for the prepared test split."""
-    from pipeline.evaluate import predict, predictions_table
     from pipeline.data.prepared import load_split
+    from pipeline.evaluate import predict, predictions_table
 
     x, y = load_split("test")
     return list(predictions_table(y, predict(model_path, x, 2048), CLASS_NAMES)["predicted"])
@@ -229,9 +229,9 @@ def test_export_refuses_a_savedmodel_that_only_tf2s_loader_runs(tuned_project, m
     tf.saved_model.load ran it, TF Serving's way of loading did not."""
     import tensorflow as tf
 
-    from pipeline.serving import signature
-    from pipeline.export import export
     from pipeline.data.normalization import Normalization, normalize
+    from pipeline.export import export
+    from pipeline.serving import signature
 
     def write_tracking_the_keras_model(model, normalization, path):
         module = tf.Module()

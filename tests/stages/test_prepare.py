@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from pipeline.core.errors import DataError
-from pipeline.fetch import fetch_raw
 from pipeline.core.params import FetchParams, PrepareParams
-from pipeline.prepare import prepare
 from pipeline.data.prepared import load_split
+from pipeline.fetch import fetch_raw
+from pipeline.prepare import prepare
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from pipeline import CLASS_NAMES, evaluate, report, visualize
+from pipeline.ablation import effects
 from pipeline.core import paths
 from pipeline.core.errors import DataError
-from pipeline.ablation import effects
 from pipeline.reporting import markdown, significance
 
 NAMES = np.asarray(CLASS_NAMES, dtype=object)

@@ -23,11 +23,10 @@ import yaml
 from optuna.trial import TrialState
 
 from pipeline import tune
-from pipeline.core import params
-from pipeline.tuning import space as search
-from pipeline.core import paths
-from pipeline.tuning import study
+from pipeline.core import params, paths
 from pipeline.core.errors import DataError, ParamsError
+from pipeline.tuning import space as search
+from pipeline.tuning import study
 from tests.conftest import DELETE, fill_disk, new_project, set_params
 from tests.support.synthetic import write_prepared
 
@@ -264,7 +263,8 @@ def test_a_record_glued_to_a_torn_one_is_cut_too(tmp_path, capsys):
     journal = finished_journal(tmp_path)
     whole = journal.read_bytes()
     last = whole.splitlines(keepends=True)[-1]
-    journal.write_bytes(whole[:len(whole) - len(last) // 2] + b'{"op_code":6,"trial_id":3,"state":4}\n')
+    glued = b'{"op_code":6,"trial_id":3,"state":4}\n'
+    journal.write_bytes(whole[:len(whole) - len(last) // 2] + glued)
     reopened = study.open_study(tune_params(), study.embedded_storage(tmp_path), "torn")
     assert "cut its last record" in capsys.readouterr().out
     assert journal.read_bytes() == whole[:-len(last)]

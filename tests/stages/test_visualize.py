@@ -7,21 +7,20 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 
-import optuna
-
 from pipeline import CLASS_NAMES, NUM_CLASSES, evaluate, visualize
 from pipeline.ablation import effects
-from pipeline.reporting import figures
-from pipeline.core import params
-from pipeline.core import paths
-from pipeline.tuning import reports
+from pipeline.core import params, paths
 from pipeline.core.errors import DataError
+from pipeline.reporting import figures
+from pipeline.tuning import reports
 from tests.conftest import ROOT as REPO
 from tests.conftest import set_params
 from tests.support.synthetic import write_prepared
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGURES = {"class_distribution.png", "sample_images.png", "training_curves.png",
            "confusion_matrix.png", "predictions_gallery.png", "tuning_history.png",
@@ -271,7 +270,7 @@ def test_time_vs_accuracy_marks_the_pareto_front_of_trials_and_variants(tmp_path
                   if line.get_label().startswith("Pareto front")][0]
     front = points[points["pareto"]].sort_values("seconds")
     assert list(front_line.get_xdata()) == pytest.approx(list(front["seconds"]))
-    for i, row in points.iterrows():  # nothing on the front is beaten on both axes
+    for _, row in points.iterrows():  # nothing on the front is beaten on both axes
         if row["pareto"]:
             assert not ((points["seconds"] < row["seconds"])
                         & (points["val_accuracy"] > row["val_accuracy"])).any()

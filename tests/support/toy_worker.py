@@ -1,6 +1,7 @@
 """A worker process on a shared study with a toy objective, for the storage tests.
 
-    python -m tests.support.toy_worker URL STUDY N_TRIALS [--hang-marker FILE] [--ready DIR --peers K]
+    python -m tests.support.toy_worker URL STUDY N_TRIALS
+        [--hang-marker FILE] [--ready DIR --peers K]
 
 --hang-marker: the first trial writes its number to FILE and then hangs (to be killed).
 --ready/--peers: start trials only once K workers have written a file into DIR, so the
@@ -38,8 +39,8 @@ def objective(hang_marker: Path | None):
 def main() -> None:
     import optuna
 
-    from pipeline.tuning import study
     from pipeline.tuning import storage as tune_storage
+    from pipeline.tuning import study
 
     parser = argparse.ArgumentParser()
     parser.add_argument("url")

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.training import engine
 from pipeline.core.errors import PipelineError
+from pipeline.training import engine
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT = ("import json, sys\n"
           "from pipeline.training import engine\n"
-          "engine.use(sys.argv[1], threads=int(sys.argv[2]) or None, force=sys.argv[3] == 'force')\n"
+          "engine.use(sys.argv[1], threads=int(sys.argv[2]) or None,\n"
+          "           force=sys.argv[3] == 'force')\n"
           "import keras\n"
           "print(json.dumps(engine.description()))\n")
 

@@ -11,13 +11,18 @@ import keras
 import numpy as np
 import pytest
 
+from pipeline.core import params, paths
 from pipeline.core.errors import DataError
-from pipeline.training.model import (OPTIMIZERS, build_model, compile_model, load_model,
-                            renumber_shared_objects, save_model)
-from pipeline.core import params
-from pipeline.core import paths
 from pipeline.core.params import ModelParams, TrainParams
 from pipeline.training.fitting import fit
+from pipeline.training.model import (
+    OPTIMIZERS,
+    build_model,
+    compile_model,
+    load_model,
+    renumber_shared_objects,
+    save_model,
+)
 from tests.conftest import new_project, set_params
 from tests.support.synthetic import write_prepared
 

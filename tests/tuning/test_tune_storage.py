@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.tuning import study
-from pipeline.tuning import storage as tune_storage
 from pipeline.core.errors import PipelineError
+from pipeline.tuning import storage as tune_storage
+from pipeline.tuning import study
 from tests.support.postgres import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

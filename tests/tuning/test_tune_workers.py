@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from pipeline import tune
-from pipeline.tuning import study
 from pipeline.core import paths
 from pipeline.tuning import storage as tune_storage
+from pipeline.tuning import study
 from tests.stages.test_tune import make_project
 
 ROOT = Path(__file__).resolve().parents[2]

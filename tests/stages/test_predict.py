@@ -8,6 +8,7 @@ checkout of this project looks after `dvc repro`.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -19,7 +20,6 @@ import pytest
 from PIL import Image
 
 from pipeline import CLASS_NAMES
-from pipeline.core.errors import DataError
 from pipeline.core.params import ModelParams, PrepareParams, TrainParams
 from pipeline.core.paths import DATA_CARD
 from pipeline.data import idx
@@ -213,44 +213,78 @@ def test_the_tf1_session_loader_gives_the_keras_models_classes(savedmodel,
     assert_served_as_keras(outputs["class_name"], outputs["probabilities"], expected)
 
 
-def test_keras_tfsmlayer_gives_the_keras_models_classes(savedmodel, keras_test_predictions):
-    import keras
+TFSMLAYER_CLIENT = """
+import sys
+import numpy as np
+from pipeline.training import engine
+engine.use(engine.EXPORT, force=True)  # TFSMLayer runs on the TensorFlow backend only
+import keras
+layer = keras.layers.TFSMLayer(sys.argv[1], call_endpoint="serving_default")
+outputs = layer(np.load(sys.argv[2]))
+np.savez(sys.argv[3], class_name=outputs["class_name"].numpy(),
+         probabilities=outputs["probabilities"].numpy())
+"""
 
+
+def run_client(code: str, *args, cwd=None) -> subprocess.CompletedProcess:
+    """A client in its own process: its own Keras backend and TensorFlow mode."""
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2"))
+
+
+def test_keras_tfsmlayer_gives_the_keras_models_classes(savedmodel, keras_test_predictions,
+                                                        tmp_path):
     raw_images, expected = keras_test_predictions
-    outputs = keras.layers.TFSMLayer(str(savedmodel), call_endpoint="serving_default")(
-        raw_images)
-    assert_served_as_keras(outputs["class_name"].numpy(), outputs["probabilities"].numpy(),
-                           expected)
+    np.save(tmp_path / "images.npy", raw_images)
+    result = run_client(TFSMLAYER_CLIENT, savedmodel, tmp_path / "images.npy",
+                        tmp_path / "out.npz")
+    assert result.returncode == 0, result.stderr
+    outputs = np.load(tmp_path / "out.npz", allow_pickle=True)
+    assert_served_as_keras(outputs["class_name"], outputs["probabilities"], expected)
 
 
-def test_export_refuses_a_savedmodel_that_only_tf2s_loader_runs(tuned_project, monkeypatch,
-                                                                tmp_path):
-    """The export before issue 23 kept the Keras model as the module's attribute:
-    tf.saved_model.load ran it, TF Serving's way of loading did not."""
-    import tensorflow as tf
+# The export before issue 23 kept the Keras model as the module's attribute:
+# tf.saved_model.load ran it, TF Serving's way of loading did not.
+TF2_ONLY_EXPORT = """
+import sys
+from pathlib import Path
+from pipeline.training import engine
+engine.use(engine.EXPORT, force=True)
+import tensorflow as tf
+from pipeline.core.errors import DataError
+from pipeline.core.paths import DATA_CARD
+from pipeline.data.normalization import Normalization, normalize
+from pipeline.export import export
+from pipeline.serving import signature
 
-    from pipeline.data.normalization import Normalization, normalize
-    from pipeline.export import export
-    from pipeline.serving import signature
+def write_tracking_the_keras_model(model, normalization, path):
+    module = tf.Module()
+    module.model = model
+    module.serve = tf.function(
+        lambda images: {signature.PROBABILITIES: module.model(normalize(
+            tf.reshape(tf.cast(images, tf.float32), (-1, signature.PIXELS)),
+            normalization.offset, normalization.scale), training=False)},
+        input_signature=[tf.TensorSpec((None, 28, 28), tf.uint8, name="images")])
+    tf.saved_model.save(module, str(path), signatures={signature.SIGNATURE: module.serve})
 
-    def write_tracking_the_keras_model(model, normalization, path):
-        module = tf.Module()
-        module.model = model
-        module.serve = tf.function(
-            lambda images: {signature.PROBABILITIES: module.model(normalize(
-                tf.reshape(tf.cast(images, tf.float32), (-1, signature.PIXELS)),
-                normalization.offset, normalization.scale), training=False)},
-            input_signature=[tf.TensorSpec((None, 28, 28), tf.uint8, name="images")])
-        tf.saved_model.save(module, str(path), signatures={signature.SIGNATURE: module.serve})
+signature.write_savedmodel = write_tracking_the_keras_model
+try:
+    export(Path("models/tuned.keras"), Normalization.from_card(DATA_CARD), Path(sys.argv[1]))
+except DataError as error:
+    print(error)
+    sys.exit(3)
+"""
 
-    monkeypatch.setattr(signature, "write_savedmodel", write_tracking_the_keras_model)
+
+def test_export_refuses_a_savedmodel_that_only_tf2s_loader_runs(tuned_project, tmp_path):
     out_dir = tmp_path / "served"
-    with pytest.raises(DataError) as error:
-        export(Path("models/tuned.keras"), Normalization.from_card(DATA_CARD), out_dir)
+    result = run_client(TF2_ONLY_EXPORT, out_dir, cwd=tuned_project)
+    assert result.returncode == 3, result.stderr
     prefix = (f"{out_dir}: the exported model fails in the TF1 session loader, as TF Serving "
               "would load it (FailedPreconditionError: Could not find variable ")
     assert re.fullmatch(re.escape(prefix) + r"(dense_1|softmax)/(kernel|bias)\)",
-                        str(error.value)), str(error.value)  # whichever read ran first
+                        result.stdout.strip()), result.stdout  # whichever read ran first
     assert not out_dir.exists() and list(tmp_path.iterdir()) == []
 
 

@@ -92,9 +92,9 @@ def data_section(card: dict) -> list[str]:
     counts = card.get("counts", {})
     split = "the official train/test split" if card.get("official_split") else \
         "not the official train/test split"
-    lines = ["## Data", "",
-             f"Source: `{card.get('source', '?')}` ({split}). {card.get('source_note', '')}"
-             .strip(), ""]
+    note = card.get("source_note", "")
+    note = f" {note[0].upper()}{note[1:].rstrip('.')}." if note else ""  # fetch's own words
+    lines = ["## Data", "", f"Source: `{card.get('source', '?')}` ({split}).{note}", ""]
     lines += table(["split", "images"], [[name, f"{n:,}"] for name, n in counts.items()])
     return lines + ["", figure_link("class_distribution.png", "Class distribution per split")]
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from pipeline.core import params
+from pipeline.core.modules import imported_closure, module_file, project_imports
 from pipeline.tuning import space
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,38 +46,8 @@ def test_a_subpackage_init_holds_its_docstring_only(init):
     assert len(body) == 1 and isinstance(body[0].value, ast.Constant), init
 
 
-def module_path(name: str) -> Path:
-    """A module's file; a package's is its __init__.py."""
-    path = ROOT / name.replace(".", "/")
-    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-
-
 def tree_of(name: str) -> ast.Module:
-    return ast.parse(module_path(name).read_text())
-
-
-def pipeline_imports(name: str) -> set[str]:
-    """Modules of the pipeline package that `name` imports anywhere in its code."""
-    found = set()
-    for node in ast.walk(tree_of(name)):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("pipeline.")}
-        elif isinstance(node, ast.ImportFrom) and node.module and (
-                node.module == "pipeline" or node.module.startswith("pipeline.")):
-            found.add(node.module)  # `from package import module` imports both
-            found |= {f"{node.module}.{a.name}" for a in node.names
-                      if module_path(f"{node.module}.{a.name}").is_file()}
-    return found
-
-
-def imported_closure(name: str) -> set[str]:
-    seen, todo = set(), [name]
-    while todo:
-        current = todo.pop()
-        if current not in seen:
-            seen.add(current)
-            todo.extend(pipeline_imports(current))
-    return seen
+    return ast.parse(module_file(name).read_text())
 
 
 def stage_module(stage: str) -> str:
@@ -172,7 +143,7 @@ def test_no_stage_imports_another_stage(stage):
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_stage_depends_on_all_code_it_imports(stage):
-    code = {str(module_path(m).relative_to(ROOT)) for m in imported_closure(stage_module(stage))}
+    code = {str(module_file(m).relative_to(ROOT)) for m in imported_closure(stage_module(stage))}
     deps = set(DVC["stages"][stage].get("deps") or [])
     missing = sorted(code - PLUMBING - deps)
     assert not missing, f"{stage} imports {missing}, which dvc.yaml does not list as deps"
@@ -182,7 +153,7 @@ def test_stage_depends_on_all_code_it_imports(stage):
 
 ALL_MODULES = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
                      for p in (ROOT / "pipeline").rglob("*.py"))
-TOP_MODULES = {m for m in ALL_MODULES if m.count(".") == 1 and not module_path(m).name
+TOP_MODULES = {m for m in ALL_MODULES if m.count(".") == 1 and not module_file(m).name
                == "__init__.py"}  # the stages and the predict tool
 LIBRARIES = sorted({m.split(".")[1] for m in ALL_MODULES if m.count(".") >= 1} - {
     m.split(".")[1] for m in TOP_MODULES})
@@ -203,14 +174,14 @@ def test_the_layers_are_what_the_docs_say():
 
 @pytest.mark.parametrize("module", [m for m in ALL_MODULES if layer(m) != "entry"])
 def test_no_library_imports_a_stage(module):
-    entries = sorted(m for m in pipeline_imports(module) if layer(m) == "entry")
+    entries = sorted(m for m in project_imports(module) if layer(m) == "entry")
     assert not entries, f"{module} imports the entry point(s) {entries}"
 
 
 @pytest.mark.parametrize("module", [m for m in ALL_MODULES if layer(m) in ("core", "package")])
 def test_core_and_the_package_constants_import_nothing_outside_core(module):
     allowed = {"core"} if layer(module) == "core" else set()
-    outside = sorted(m for m in pipeline_imports(module) if layer(m) not in allowed
+    outside = sorted(m for m in project_imports(module) if layer(m) not in allowed
                      and m != "pipeline.core")
     assert not outside, f"{module} imports {outside}"
 
@@ -219,7 +190,7 @@ def test_the_libraries_import_each_other_without_a_cycle():
     uses = {lib: set() for lib in LIBRARIES}
     for module in ALL_MODULES:
         if layer(module) in uses:
-            uses[layer(module)] |= {layer(m) for m in pipeline_imports(module)
+            uses[layer(module)] |= {layer(m) for m in project_imports(module)
                                     if layer(m) in uses and layer(m) != layer(module)}
     done: list[str] = []
     while len(done) < len(uses):  # peel off the libraries whose imports are all done

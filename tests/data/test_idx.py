@@ -31,18 +31,22 @@ def test_writer_refuses_non_uint8():
 
 
 def _gz(raw: bytes) -> bytes:
-    return gzip.compress(raw)
+    return gzip.compress(raw, mtime=0)
 
 
 @pytest.mark.parametrize("data, message", [
-    (b"not gzip at all", "not a valid gzip file"),
-    (idx.encode(np.zeros((2, 28, 28), np.uint8))[:-12], "not a valid gzip file"),
-    (_gz(struct.pack(">I", 0x00000d03) + struct.pack(">III", 1, 28, 28) + bytes(784)),
-     "wrong IDX magic number 0x00000d03"),
-    (_gz(struct.pack(">I", 0x00000803) + struct.pack(">II", 1, 28)), "truncated IDX header"),
-    (_gz(struct.pack(">IIII", 0x00000803, 2, 28, 28) + bytes(784)),
-     r"truncated IDX payload: header \(2, 28, 28\) needs 1568 bytes, file has 784"),
-    (_gz(struct.pack(">II", 0x00000801, 2) + bytes(3)), "oversized IDX payload"),
+    pytest.param(b"not gzip at all", "not a valid gzip file", id="not-gzip"),
+    pytest.param(idx.encode(np.zeros((2, 28, 28), np.uint8))[:-12], "not a valid gzip file",
+                 id="cut-gzip"),
+    pytest.param(_gz(struct.pack(">I", 0x00000d03) + struct.pack(">III", 1, 28, 28) + bytes(784)),
+                 "wrong IDX magic number 0x00000d03", id="bad-magic"),
+    pytest.param(_gz(struct.pack(">I", 0x00000803) + struct.pack(">II", 1, 28)),
+                 "truncated IDX header", id="short-header"),
+    pytest.param(_gz(struct.pack(">IIII", 0x00000803, 2, 28, 28) + bytes(784)),
+                 r"truncated IDX payload: header \(2, 28, 28\) needs 1568 bytes, file has 784",
+                 id="short-payload"),
+    pytest.param(_gz(struct.pack(">II", 0x00000801, 2) + bytes(3)), "oversized IDX payload",
+                 id="long-payload"),
 ])
 def test_malformed_files_name_the_file_and_problem(data, message):
     with pytest.raises(DataError, match=f"^train-images-idx3-ubyte.gz: {message}"):

@@ -181,7 +181,7 @@ def run(worker: bool) -> None:
         raise PipelineError(
             f"--worker joins a study shared through a database: set "
             f"{storage.STORAGE_ENV}=postgresql://user@host/database and "
-            f"{storage.ARTIFACTS_ENV}=/a/shared/folder (README, 'Tuning on many machines')")
+            f"{storage.ARTIFACTS_ENV}=/a/shared/folder (docs/tuning-on-many-machines.md)")
     home = storage.open_home()  # an unreachable database fails before TensorFlow loads
     # Keras loads only after the params passed, so a bad value fails in a blink;
     # FMNIST_TUNE_THREADS=n lets several workers share one machine's cores.

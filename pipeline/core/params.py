@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Mapping, get_args, get_origin, get_type_hints
 
@@ -133,44 +134,37 @@ def known_keys() -> dict[str, set[str]]:
     return known
 
 
-def _file_schema() -> pydantic.TypeAdapter:
-    """params.yaml as known sections of known keys (extra="forbid": nothing else)."""
-    forbid = ConfigDict(extra="forbid")
-    sections = {section: (pydantic.create_model(section, __config__=forbid,
-                                                **{key: (Any, None) for key in keys}), None)
-                for section, keys in known_keys().items()}
-    return pydantic.TypeAdapter(pydantic.create_model("params", __config__=forbid, **sections))
-
-
-def _did_you_mean(section: str, name: str, known: dict[str, set[str]]) -> str:
-    """The closest valid key: in the same section first, then in any section.
-    (Hand-written: pydantic names the unknown key but suggests none.)"""
-    same = difflib.get_close_matches(name, sorted(known[section]), n=1)
-    if same:
-        return f"did you mean {section}.{same[0]}?"
-    anywhere = sorted((key, other) for other, keys in known.items() for key in keys)
-    close = difflib.get_close_matches(name, [key for key, _ in anywhere], n=1)
-    if close:
-        other = next(other for key, other in anywhere if key == close[0])
-        return f"did you mean {other}.{close[0]}?"
-    return f"known: {', '.join(sorted(known[section]))}"
+def suggest(name: Any, known: Iterable[str], prefix: str = "") -> str:
+    """'did you mean <prefix><the closest known name>?', else the known names.
+    (Hand-written: pydantic names an unknown key but suggests none.)"""
+    known = list(known)
+    close = difflib.get_close_matches(str(name), known, n=1)
+    return f"did you mean {prefix}{close[0]}?" if close else f"known: {', '.join(known)}"
 
 
 def refuse_unknown_keys(values: Mapping[str, Any]) -> None:
-    """Stop at the first section or key that no params class has: a typo, most likely.
-    A section that is not a mapping is left to StageParams.get, which names it."""
+    """Stop at the first section or key, in file order, that no params class has: a typo,
+    most likely. A section that is not a mapping is left to StageParams.get, which names
+    it. (Hand-written: a set lookup per key, where a pydantic schema of the file needs the
+    same loop to rebuild the messages.)"""
     known = known_keys()
-    mappings = {s: b for s, b in values.items() if s not in known or isinstance(b, dict)}
-    try:
-        _file_schema().validate_python(mappings)
-    except pydantic.ValidationError as exc:
-        section, *name = (str(part) for part in exc.errors()[0]["loc"])
-        if not name:
-            close = difflib.get_close_matches(section, sorted(known), n=1)
-            hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(sorted(known))}"
-            raise ParamsError(f"{section}: unknown section; {hint}") from None
-        raise ParamsError(f"{section}.{name[0]}: unknown key; "
-                          f"{_did_you_mean(section, name[0], known)}") from None
+    for section, block in values.items():
+        if section not in known:
+            raise ParamsError(f"{section}: unknown section; {suggest(section, sorted(known))}")
+        for name in block if isinstance(block, dict) else ():
+            if name not in known[section]:
+                raise ParamsError(f"{section}.{name}: unknown key; "
+                                  f"{_did_you_mean(section, name, known)}")
+
+
+def _did_you_mean(section: str, name: str, known: dict[str, set[str]]) -> str:
+    """The closest valid key: in the same section first, then in any section (the first
+    section in alphabetical order that has it)."""
+    hint = suggest(name, sorted(known[section]), f"{section}.")
+    owners = {key: other for other in sorted(known, reverse=True) for key in known[other]}
+    close = difflib.get_close_matches(name, sorted(owners), n=1)
+    return f"did you mean {owners[close[0]]}.{close[0]}?" if close and \
+        not hint.startswith("did") else hint
 
 
 # --- the rules: pydantic types, and a formatter for the project's one-line messages ------
@@ -209,15 +203,9 @@ def _layer_list(value: Any) -> Any:
     return value
 
 
-Int = StrictInt
-Number = StrictFloat  # an integer is a number too; true/false is not
+Int, Number = StrictInt, StrictFloat  # an integer is a number too; true/false is neither
 Layers = Annotated[tuple[Annotated[StrictInt, Field(ge=1)], ...], BeforeValidator(_layer_list)]
 Text = Annotated[StrictStr, BeforeValidator(lambda v: "" if v is None else v)]  # null: empty
-
-
-def one_of(choices: tuple[str, ...]) -> Any:
-    """A field that takes one of these strings (its message lists them)."""
-    return Literal[choices]
 
 
 class Section:
@@ -242,7 +230,7 @@ class Section:
 
     @classmethod
     def choices(cls, name: str) -> tuple:
-        """The values a one_of field allows (its message lists them), else ()."""
+        """The values a Literal field allows (its message lists them), else ()."""
         return get_args(cls.rule(name)) if get_origin(cls.rule(name)) is Literal else ()
 
     @classmethod
@@ -276,7 +264,7 @@ class Section:
 
 # --- typed params, one class per concern ---------------------------------------------
 
-Source = one_of((AUTO, *SOURCES))
+Source = Literal[(AUTO, *SOURCES)]
 CONFIG = ConfigDict(extra="forbid")  # a field no class has is refused, not dropped
 
 
@@ -302,7 +290,7 @@ class PrepareParams(Section):
     SECTION = "data"
     val_fraction: Annotated[Number, Field(gt=0.0, lt=1.0)]
     seed: Annotated[Int, Field(ge=0)]
-    normalize: one_of(("scale", "standardize"))
+    normalize: Literal["scale", "standardize"]
 
 
 @dataclass(frozen=True, config=CONFIG)
@@ -311,7 +299,7 @@ class ModelParams(Section):
 
     SECTION = "model"
     hidden_units: Layers
-    activation: one_of(("relu", "elu", "gelu", "selu", "swish", "tanh"))
+    activation: Literal["relu", "elu", "gelu", "selu", "swish", "tanh"]
     dropout: Annotated[Number, Field(ge=0.0, lt=1.0)]
     batch_norm: StrictBool
     l2: Annotated[Number, Field(ge=0.0)]
@@ -325,9 +313,9 @@ class TrainParams(Section):
     """How the network is optimized."""
 
     SECTION = "train"
-    optimizer: one_of(OPTIMIZERS)
+    optimizer: Literal[OPTIMIZERS]
     learning_rate: Annotated[Number, Field(gt=0.0, le=10.0)]
-    lr_schedule: one_of(("constant", "cosine"))
+    lr_schedule: Literal["constant", "cosine"]
     batch_size: Annotated[Int, Field(ge=1, le=65536)]
     epochs: Annotated[Int, Field(ge=1, le=10000)]
     early_stopping_patience: Annotated[Int, Field(ge=0)]
@@ -341,9 +329,9 @@ class TuneSettings(Section):
 
     SECTION = "tune"
     n_trials: Annotated[Int, Field(ge=1, le=100_000)]
-    sampler: one_of(("tpe", "random", "grid"))
+    sampler: Literal["tpe", "random", "grid"]
     startup_trials: Annotated[Int, Field(ge=0)]
-    pruner: one_of(("asha", "median", "none"))
+    pruner: Literal["asha", "median", "none"]
     min_epochs: Annotated[Int, Field(ge=1)]
     reduction_factor: Annotated[Int, Field(ge=2)]
     seed: Annotated[Int, Field(ge=0, le=2**31 - 1)]
@@ -394,10 +382,7 @@ def check_variants(value: Any, key: str = "ablation.variants") -> tuple[Mapping[
                               f"such as {{dropout: 0.0}}; got {overrides!r}")
         for name, setting in overrides.items():
             if name not in CONFIGURATION:
-                close = difflib.get_close_matches(str(name), list(CONFIGURATION), n=1)
-                hint = f"did you mean {close[0]}?" if close else \
-                    f"known: {', '.join(CONFIGURATION)}"
-                raise ParamsError(f"{where}.{name}: unknown key; {hint}")
+                raise ParamsError(f"{where}.{name}: unknown key; {suggest(name, CONFIGURATION)}")
             CONFIGURATION[name].check_value(name, setting, f"{where}.{name}")
         if overrides in seen:
             raise ParamsError(f"{where}: the same overrides as {key}[{seen.index(overrides)}]")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import time
 from typing import Callable
@@ -55,4 +56,12 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print(f"{name}: interrupted; no partial outputs were kept", file=sys.stderr, flush=True)
         sys.exit(130)
-    log(f"{name}: done in {format_seconds(time.perf_counter() - started)}")
+    log(f"{name}: done in {format_seconds(time.perf_counter() - started)}, "
+        f"peak memory {peak_memory_mib():.0f} MiB")
+
+
+def peak_memory_mib() -> float:
+    """The largest resident set of this process and the children it waited for (export's
+    checks run in their own processes): what the machine must hold for the stage."""
+    return max(resource.getrusage(who).ru_maxrss
+               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024

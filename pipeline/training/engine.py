@@ -3,7 +3,7 @@ TensorFlow for export, which writes a TensorFlow SavedModel.
 
 On JAX, XLA compiles Keras's whole train step (forward, backward, optimizer) into one
 program whose matrix products use every core: no hand-fused optimizer and no thread
-heuristic needed (README "Benchmarks"). Keras reads KERAS_BACKEND at its first import and
+heuristic needed (docs/benchmarks.md). Keras reads KERAS_BACKEND at its first import and
 XLA its thread count when JAX starts, so a stage calls `use` before anything imports
 keras; a process has one backend, for good.
 """

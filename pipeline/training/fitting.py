@@ -2,7 +2,7 @@
 
 Keras's own `model.fit` on NumPy arrays, on the JAX backend (pipeline/training/engine.py): XLA
 compiles the whole train step, so neither a hand-fused optimizer nor a tf.data pipeline
-pays any more (README "Benchmarks"). `steps_per_execution` still counts: Keras's loop
+pays any more (docs/benchmarks.md). `steps_per_execution` still counts: Keras's loop
 and callbacks run once per 128 batches instead of once per batch.
 """
 

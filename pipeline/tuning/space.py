@@ -9,7 +9,6 @@ values follow another class's field rule, and the messages name the entry's own 
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Annotated, Any, Mapping, get_type_hints
 
@@ -17,7 +16,14 @@ import pydantic
 from pydantic import PlainValidator
 
 from pipeline.core.errors import ParamsError
-from pipeline.core.params import CONFIG, CONFIGURATION, ModelParams, TrainParams, TuneSettings
+from pipeline.core.params import (
+    CONFIG,
+    CONFIGURATION,
+    ModelParams,
+    TrainParams,
+    TuneSettings,
+    suggest,
+)
 
 KEY = "tune.space"
 # What a trial needs: every model and train setting; tune.seed stands for train.seed.
@@ -123,10 +129,8 @@ def check_space(space: Any) -> dict[str, SpaceEntry]:
                           f"choices or one value, got {space!r}")
     for name in space:
         if name not in SEARCHABLE:
-            close = difflib.get_close_matches(str(name), list(SEARCHABLE), n=1)
-            hint = f"did you mean {KEY}.{close[0]}?" if close else \
-                f"known: {', '.join(SEARCHABLE)}"
-            raise ParamsError(f"{KEY}.{name}: unknown key, not a model or train setting; {hint}")
+            raise ParamsError(f"{KEY}.{name}: unknown key, not a model or train setting; "
+                              f"{suggest(name, SEARCHABLE, f'{KEY}.')}")
     for name in SEARCHABLE:
         if name not in space:
             raise ParamsError(f"{KEY}.{name}: missing; the tune section lists every setting a "

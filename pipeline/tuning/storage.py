@@ -1,5 +1,5 @@
 """Where the tune study lives: the embedded journal file by default, PostgreSQL when
-processes on many machines share it (README, "Tuning on many machines").
+processes on many machines share it (docs/tuning-on-many-machines.md).
 
 The database URL comes from an environment variable, never from params.yaml or git:
 credentials stay out of the repository, and switching storage does not change the

@@ -15,9 +15,9 @@ from pipeline.training import engine  # noqa: E402
 # tune do; tests of export run it in its own process, on TensorFlow.
 engine.use(engine.TRAINING, force=True)
 
+from tests.support import ROOT  # noqa: E402
 from tests.support.synthetic import make_splits, write_idx_dataset  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 DELETE = object()  # set_params(root, {"train.epochs": DELETE}) removes the key
 
 

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from pipeline.core.paths import METRICS
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 MAX_README_LINES = 200

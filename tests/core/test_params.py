@@ -12,8 +12,8 @@ from pipeline.core import params
 from pipeline.core.errors import ParamsError
 from pipeline.tuning import space
 from tests.conftest import DELETE, set_params
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("fetch", "prepare", "train", "tune", "evaluate", "ablate", "visualize", "report")
 
 

@@ -6,8 +6,8 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from pipeline.core import paths
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 
 

@@ -8,8 +8,8 @@ import pytest
 from dvc.repo.artifacts import check_name_format
 
 from pipeline.core import registry
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 DVC_FILE = ROOT / "dvc.yaml"
 
 

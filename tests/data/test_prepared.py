@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +12,9 @@ import pytest
 from pipeline.core.errors import DataError
 from pipeline.core.paths import PREPARED_DIR
 from pipeline.data.prepared import load_labels, load_split
+from tests.support import ROOT
 from tests.support.synthetic import write_prepared
 
-ROOT = Path(__file__).resolve().parents[2]
 TRAIN = PREPARED_DIR / "train.npz"
 REBUILD = ("; `dvc repro prepare` rebuilds it, or `dvc pull --force data/prepared/train.npz` "
            "fetches it again from the project's DVC remote")

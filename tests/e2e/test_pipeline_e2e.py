@@ -25,11 +25,11 @@ import pytest
 import yaml
 
 from tests.conftest import set_params
+from tests.support import ROOT
 from tests.support.synthetic import write_idx_dataset
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 ALL_STAGES = {"fetch", "prepare", "train", "tune", "export", "evaluate", "ablate", "visualize",
               "report"}

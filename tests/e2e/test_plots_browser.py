@@ -25,8 +25,8 @@ import yaml
 from dvc_render.html import PAGE_HTML as DVC_DEFAULT_PAGE
 
 from plots_page.build import SCRIPT_TAG, SOURCES, TEMPLATE
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CHROMIUM = shutil.which("chromium")
 IN_CI = os.environ.get("CI", "").lower() in ("true", "1")

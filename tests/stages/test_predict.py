@@ -23,9 +23,9 @@ from pipeline import CLASS_NAMES
 from pipeline.core.params import ModelParams, PrepareParams, TrainParams
 from pipeline.core.paths import DATA_CARD
 from pipeline.data import idx
+from tests.support import ROOT
 from tests.support.synthetic import make_garment_images, write_idx_dataset
 
-ROOT = Path(__file__).resolve().parents[2]
 TEST_PER_CLASS = 30  # 300 test images
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-from pathlib import Path
 
 import pytest
 import yaml
@@ -17,8 +16,8 @@ import yaml
 from pipeline.core import params
 from pipeline.core.modules import imported_closure, module_file, project_imports
 from pipeline.tuning import space
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 STAGES = sorted(DVC["stages"])
 PARAM_CLASSES = {name: cls for module in (params, space) for name, cls in vars(module).items()

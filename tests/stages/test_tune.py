@@ -28,9 +28,8 @@ from pipeline.core.errors import DataError, ParamsError
 from pipeline.tuning import space as search
 from pipeline.tuning import study
 from tests.conftest import DELETE, fill_disk, new_project, set_params
+from tests.support import ROOT
 from tests.support.synthetic import write_prepared
-
-ROOT = Path(__file__).resolve().parents[2]
 
 TINY = {
     "n_trials": 4, "sampler": "tpe", "startup_trials": 2, "pruner": "asha", "min_epochs": 1,

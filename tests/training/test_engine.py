@@ -6,14 +6,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from pipeline.core.errors import PipelineError
 from pipeline.training import engine
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 REPORT = ("import json, sys\n"
           "from pipeline.training import engine\n"
           "engine.use(sys.argv[1], threads=int(sys.argv[2]) or None,\n"

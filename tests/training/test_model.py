@@ -5,7 +5,6 @@ import subprocess
 import sys
 import time
 import zipfile
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -24,9 +23,8 @@ from pipeline.training.model import (
     save_model,
 )
 from tests.conftest import new_project, set_params
+from tests.support import ROOT
 from tests.support.synthetic import write_prepared
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def model_params(**overrides):

@@ -11,16 +11,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from pipeline.core.errors import PipelineError
 from pipeline.tuning import storage as tune_storage
 from pipeline.tuning import study
+from tests.support import ROOT
 from tests.support.postgres import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def toy_worker(url: str, study: str, n_trials: int, *extra: str) -> subprocess.Popen:

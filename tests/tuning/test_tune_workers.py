@@ -24,8 +24,8 @@ from pipeline.core import paths
 from pipeline.tuning import storage as tune_storage
 from pipeline.tuning import study
 from tests.stages.test_tune import make_project
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 N_TRIALS = 6
 TRIAL_LINE = re.compile(r"^tune trial (\d+) \[", re.MULTILINE)
 

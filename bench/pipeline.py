@@ -7,10 +7,12 @@ metrics and model hashes come out unchanged (only timings differ). Fetch reads t
 again from the source params.yaml names.
 
     python bench/pipeline.py            # from the repository root, after `dvc repro`
+    python bench/pipeline.py --log repro.log   # also keep the forced run's output
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
@@ -21,11 +23,11 @@ MEMORY_GOAL_MIB = 2048
 
 def timed(cmd: list[str]) -> tuple[float, str]:
     started = time.perf_counter()
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seconds = time.perf_counter() - started
     if result.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
-    return seconds, result.stdout + result.stderr
+        sys.exit(f"{' '.join(cmd)} failed:\n{result.stdout}")
+    return seconds, result.stdout
 
 
 def stage_reports(output: str) -> list[tuple[str, str, int]]:
@@ -36,7 +38,13 @@ def stage_reports(output: str) -> list[tuple[str, str, int]]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--log", help="write the forced dvc repro's output to this file")
+    args = parser.parse_args()
     full, output = timed(["dvc", "repro", "--force"])
+    if args.log:
+        with open(args.log, "w") as log:
+            log.write(output)
     reports = stage_reports(output)
     print(f"{'stage':>10} {'time':>7} {'peak MiB':>9}")
     for stage, seconds, mib in reports:

@@ -9,6 +9,10 @@ that a change in the machine's load hits them alike, each repeated:
     tf-path    the training path before the JAX engine (bench/tf_path.py)
     project    pipeline.training.fitting.fit as train and tune call it: Keras on JAX
     jax-plain  (on request) plain `model.fit` on JAX: what steps_per_execution adds
+    jax-bare   (on request) the project's path without batch norm and dropout, with SGD
+               (momentum) for Adam: about what XLA makes of the matrix products alone, so
+               project minus jax-bare is the model's own extra work (normalization,
+               dropout masks, Adam's second moment)
 
 Same network (params.yaml's model with the hidden widths asked for), optimizer, cosine
 schedule and batch size. Every run is its own process, with its own Keras backend; the
@@ -47,7 +51,7 @@ VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl
                 "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 TRAIN_IMAGES, VAL_IMAGES = 54_000, 6_000  # the prepared splits of the default params
 BACKENDS = {"tf-plain": "tensorflow", "tf-path": "tensorflow", "project": "jax",
-            "jax-plain": "jax"}
+            "jax-plain": "jax", "jax-bare": "jax"}
 VARIANTS = ["floor", *BACKENDS]
 
 
@@ -152,8 +156,15 @@ def run_project(model_settings, train_settings, train, val, timer) -> float:
     return result.val_accuracy
 
 
+def run_bare(model_settings, train_settings, train, val, timer) -> float:
+    """The project's path on the same network without batch norm and dropout, with SGD."""
+    model_settings = dataclasses.replace(model_settings, batch_norm=False, dropout=0.0)
+    train_settings = dataclasses.replace(train_settings, optimizer="sgd")
+    return run_project(model_settings, train_settings, train, val, timer)
+
+
 RUNS = {"tf-plain": run_plain, "tf-path": run_tf_path, "project": run_project,
-        "jax-plain": run_plain}
+        "jax-plain": run_plain, "jax-bare": run_bare}
 
 
 def worker(variant: str, hidden_units: tuple[int, ...], batch_size: int, epochs: int,

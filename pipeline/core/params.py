@@ -134,12 +134,18 @@ def known_keys() -> dict[str, set[str]]:
     return known
 
 
+def closest(name: Any, known: Iterable[str]) -> str | None:
+    """The known name most like `name`, if any is close. (Hand-written: pydantic names an
+    unknown key but suggests none.)"""
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    return close[0] if close else None
+
+
 def suggest(name: Any, known: Iterable[str], prefix: str = "") -> str:
-    """'did you mean <prefix><the closest known name>?', else the known names.
-    (Hand-written: pydantic names an unknown key but suggests none.)"""
+    """'did you mean <prefix><the closest known name>?', else the known names."""
     known = list(known)
-    close = difflib.get_close_matches(str(name), known, n=1)
-    return f"did you mean {prefix}{close[0]}?" if close else f"known: {', '.join(known)}"
+    match = closest(name, known)
+    return f"did you mean {prefix}{match}?" if match else f"known: {', '.join(known)}"
 
 
 def refuse_unknown_keys(values: Mapping[str, Any]) -> None:
@@ -160,11 +166,12 @@ def refuse_unknown_keys(values: Mapping[str, Any]) -> None:
 def _did_you_mean(section: str, name: str, known: dict[str, set[str]]) -> str:
     """The closest valid key: in the same section first, then in any section (the first
     section in alphabetical order that has it)."""
-    hint = suggest(name, sorted(known[section]), f"{section}.")
+    keys = sorted(known[section])
     owners = {key: other for other in sorted(known, reverse=True) for key in known[other]}
-    close = difflib.get_close_matches(name, sorted(owners), n=1)
-    return f"did you mean {owners[close[0]]}.{close[0]}?" if close and \
-        not hint.startswith("did") else hint
+    elsewhere = closest(name, sorted(owners))
+    if closest(name, keys) is None and elsewhere is not None:
+        return f"did you mean {owners[elsewhere]}.{elsewhere}?"
+    return suggest(name, keys, f"{section}.")
 
 
 # --- the rules: pydantic types, and a formatter for the project's one-line messages ------
@@ -203,7 +210,8 @@ def _layer_list(value: Any) -> Any:
     return value
 
 
-Int, Number = StrictInt, StrictFloat  # an integer is a number too; true/false is neither
+Int = StrictInt
+Number = StrictFloat  # an integer is a number too; true/false is not
 Layers = Annotated[tuple[Annotated[StrictInt, Field(ge=1)], ...], BeforeValidator(_layer_list)]
 Text = Annotated[StrictStr, BeforeValidator(lambda v: "" if v is None else v)]  # null: empty
 

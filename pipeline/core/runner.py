@@ -61,7 +61,7 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
 
 
 def peak_memory_mib() -> float:
-    """The largest resident set of this process and the children it waited for (export's
-    checks run in their own processes): what the machine must hold for the stage."""
+    """The largest resident set of this process and of the children it waited for (fetch's
+    apt-get, dpkg-deb or npm): what the machine must hold for the stage."""
     return max(resource.getrusage(who).ru_maxrss
                for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024

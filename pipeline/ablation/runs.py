@@ -19,9 +19,9 @@ import pandas as pd
 
 from pipeline.ablation import effects
 from pipeline.core.params import AblationParams, ModelParams, TrainParams
-from pipeline.training.fitting import Split, fit
+from pipeline.training.fitting import Split, even_batches, fit
 
-PREDICT_BATCH = 2048  # inference batch; does not change the numbers
+PREDICT_BATCH = 2048  # inference batch at most; does not change the numbers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +74,8 @@ class EpochTimer(keras.callbacks.Callback):
 
 def accuracy(model: keras.Model, split: Split) -> float:
     x, y = split
-    predicted = np.asarray(model.predict(x, batch_size=PREDICT_BATCH, verbose=0)).argmax(axis=1)
+    batch = even_batches(len(x), PREDICT_BATCH)  # one shape: one compiled program
+    predicted = np.asarray(model.predict(x, batch_size=batch, verbose=0)).argmax(axis=1)
     return float(np.mean(predicted == y))
 
 

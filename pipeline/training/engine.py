@@ -10,9 +10,12 @@ keras; a process has one backend, for good.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import sys
+import tempfile
 
 from pipeline.core.errors import PipelineError
 
@@ -40,6 +43,25 @@ def use(backend: str, threads: int | None = None, force: bool = False) -> None:
     os.environ[BACKEND_ENV] = wanted
     if threads is not None:
         os.environ[XLA_THREADS_ENV] = str(threads)
+    if wanted == TRAINING:
+        reuse_compiled_programs()
+
+
+def reuse_compiled_programs() -> None:
+    """Let XLA hand back a program it compiled earlier in this process instead of
+    compiling it again. Every new Keras model compiles its train, test and predict steps
+    anew, even when they are identical to an earlier model's, as they are for the
+    ablation's seeds of one variant. JAX's compilation cache, in a folder that lives as
+    long as the process, makes those repeats free and leaves nothing behind (a cache
+    the user set up stays theirs). A cached program is the one compiled: same numbers."""
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        return
+    folder = tempfile.mkdtemp(prefix="fmnist-xla-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def _jax_started() -> bool:

@@ -24,7 +24,7 @@ from pipeline.training.model import build_model, compile_model
 
 STEPS_PER_EXECUTION = 128
 MONITOR = "val_accuracy"
-VAL_BATCH_SIZE = 1024  # or the training batch, if larger: fewer, bigger steps
+VAL_BATCH_SIZE = 1024  # at most, or the training batch if larger: fewer, bigger steps
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -61,6 +61,13 @@ class EpochProgress(keras.callbacks.Callback):
             " left")
 
 
+def even_batches(n: int, at_most: int) -> int:
+    """The smallest batch size that splits n rows into as few batches as `at_most` allows:
+    6,000 validation rows go in six batches of 1,000, not five of 1,024 and a last of 880,
+    whose other shape XLA would compile once more for every model."""
+    return math.ceil(n / math.ceil(n / at_most)) if n else at_most
+
+
 @dataclass
 class FitResult:
     model: keras.Model
@@ -81,7 +88,7 @@ def fit(model_settings: ModelParams, train_settings: TrainParams, train: Split, 
     steps_per_epoch = math.ceil(len(train[0]) / train_settings.batch_size)
     model = compile_model(build_model(model_settings), train_settings, steps_per_epoch,
                           steps_per_execution=min(STEPS_PER_EXECUTION, steps_per_epoch))
-    val_batch_size = max(VAL_BATCH_SIZE, train_settings.batch_size)
+    val_batch_size = even_batches(len(val[0]), max(VAL_BATCH_SIZE, train_settings.batch_size))
     built_in: list[keras.callbacks.Callback] = []
     if verbose:
         built_in.append(EpochProgress(label, train_settings.epochs))

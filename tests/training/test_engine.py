@@ -79,3 +79,44 @@ def test_an_unset_thread_count_leaves_the_default(monkeypatch):
     assert engine.threads_from("FMNIST_TUNE_THREADS") is None
     monkeypatch.setenv("FMNIST_TUNE_THREADS", "3")
     assert engine.threads_from("FMNIST_TUNE_THREADS") == 3
+
+
+REUSE_REPORT = (
+    "import json, os, sys\n"
+    "from pipeline.training import engine\n"
+    "engine.use('jax')\n"
+    "import jax, keras, numpy as np\n"
+    "hits = []\n"
+    "jax.monitoring.register_event_listener(\n"
+    "    lambda event, **kw: hits.append(event) if event.endswith('/cache_hits') else None)\n"
+    "x, y = np.ones((64, 4), 'float32'), np.zeros(64, 'int32')\n"
+    "for seed in (1, 2):  # the same model twice, as the ablation's seeds of a variant\n"
+    "    keras.utils.set_random_seed(seed)\n"
+    "    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])\n"
+    "    model.compile('sgd', 'sparse_categorical_crossentropy')\n"
+    "    model.fit(x, y, epochs=1, verbose=0)\n"
+    "folder = jax.config.jax_compilation_cache_dir\n"
+    "print(json.dumps({'folder': folder, 'hits': len(hits), 'files': len(os.listdir(folder))}))\n")
+
+
+def test_a_process_compiles_each_program_once_and_leaves_no_cache_behind(tmp_path):
+    done = subprocess.run([sys.executable, "-c", REUSE_REPORT],
+                          env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["hits"] >= 1 and report["files"] >= 1  # the second model's train step
+    assert os.path.basename(report["folder"]).startswith("fmnist-xla-")
+    assert not os.path.exists(report["folder"])  # removed when the process ended
+
+
+def test_a_users_compilation_cache_is_kept(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "earlier-entry").write_text("kept")
+    done = subprocess.run([sys.executable, "-c", REUSE_REPORT],
+                          env={**os.environ, "PYTHONPATH": str(ROOT),
+                               "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "mine")},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["folder"] == str(tmp_path / "mine")
+    assert (tmp_path / "mine" / "earlier-entry").read_text() == "kept"  # used, not removed

@@ -13,7 +13,7 @@ import pytest
 from pipeline.core import params, paths
 from pipeline.core.errors import DataError
 from pipeline.core.params import ModelParams, TrainParams
-from pipeline.training.fitting import fit
+from pipeline.training.fitting import even_batches, fit
 from pipeline.training.model import (
     OPTIMIZERS,
     build_model,
@@ -111,6 +111,14 @@ def test_training_learns_and_is_deterministic(splits):
     assert first.history == second.history
     for a, b in zip(first.model.get_weights(), second.model.get_weights(), strict=True):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("rows, at_most, size", [
+    (6000, 1024, 1000),  # the default validation split: six equal batches, not 5 x 1024 + 880
+    (6000, 6000, 6000), (6000, 8192, 6000), (10, 3, 3), (1, 1024, 1), (7, 7, 7)])
+def test_validation_batches_are_as_even_as_the_cap_allows(rows, at_most, size):
+    assert even_batches(rows, at_most) == size
+    assert -(-rows // size) == -(-rows // at_most)  # no more batches than the cap gives
 
 
 def test_training_runs_on_the_training_engine():

@@ -4,7 +4,8 @@ Prints each stage's time and peak memory as the stage reported them (the largest
 set of its process and the children it waited for), the total, and the time of a no-op
 `dvc repro`. Training is deterministic and models are saved byte-reproducibly, so the
 metrics and model hashes come out unchanged (only timings differ). Fetch reads the data
-again from the source params.yaml names.
+again from the source params.yaml names, and tune searches afresh: the script deletes the
+persisted study (reports/tune/study/) first, which a forced tune would otherwise only read.
 
     python bench/pipeline.py            # from the repository root, after `dvc repro`
     python bench/pipeline.py --log repro.log   # also keep the forced run's output
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -41,6 +43,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--log", help="write the forced dvc repro's output to this file")
     args = parser.parse_args()
+    sys.path.insert(0, ".")
+    from pipeline.core.paths import STUDY_DIR
+
+    shutil.rmtree(STUDY_DIR, ignore_errors=True)
     full, output = timed(["dvc", "repro", "--force"])
     if args.log:
         with open(args.log, "w") as log:

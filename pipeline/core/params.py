@@ -340,6 +340,7 @@ class TuneSettings(Section):
     sampler: Literal["tpe", "random", "grid"]
     startup_trials: Annotated[Int, Field(ge=0)]
     pruner: Literal["asha", "median", "none"]
+    min_complete: Annotated[Int, Field(ge=0)]
     min_epochs: Annotated[Int, Field(ge=1)]
     reduction_factor: Annotated[Int, Field(ge=2)]
     seed: Annotated[Int, Field(ge=0, le=2**31 - 1)]

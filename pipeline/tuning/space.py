@@ -157,6 +157,9 @@ class TuneParams(TuneSettings):
             if self.sampler == "grid" and isinstance(entry, Range):
                 raise ParamsError(f"{KEY}.{name}: the grid sampler needs a list of values, "
                                   f"not a range")
+        if self.min_complete > self.n_trials:
+            raise ParamsError(f"tune.min_complete: must not exceed tune.n_trials "
+                              f"({self.n_trials}), got {self.min_complete}")
         fewest_epochs = smallest(self.space["epochs"])
         if self.pruner != "none" and self.min_epochs >= fewest_epochs:
             raise ParamsError(f"tune.min_epochs: must be below the epochs of every trial "

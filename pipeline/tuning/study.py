@@ -132,7 +132,7 @@ def settings_in_use(tune: TuneParams) -> dict[str, Any]:
     if tune.sampler != "tpe" and tune.pruner != "median":
         del settings["startup_trials"]
     if tune.pruner == "none":
-        del settings["min_epochs"]
+        del settings["min_epochs"], settings["min_complete"]
     if tune.pruner != "asha":
         del settings["reduction_factor"]
     return settings
@@ -184,7 +184,8 @@ def make_sampler(tune: TuneParams, finished: int) -> optuna.samplers.BaseSampler
 
 
 def make_pruner(tune: TuneParams) -> optuna.pruners.BasePruner:
-    """Steps are epochs (1, 2, ...): no trial is pruned before tune.min_epochs."""
+    """Steps are epochs (1, 2, ...): no trial is pruned before tune.min_epochs, nor before
+    tune.min_complete trials are complete."""
     if tune.pruner == "none":
         return optuna.pruners.NopPruner()
     if tune.pruner == "asha":
@@ -193,7 +194,23 @@ def make_pruner(tune: TuneParams) -> optuna.pruners.BasePruner:
     else:
         pruner = optuna.pruners.MedianPruner(n_startup_trials=tune.startup_trials,
                                              n_warmup_steps=tune.min_epochs)
-    return IgnoreFailed(pruner)
+    return IgnoreFailed(CompleteFirst(pruner, tune.min_complete))
+
+
+class CompleteFirst(optuna.pruners.BasePruner):
+    """Prunes nothing until `count` trials are complete, so the study always holds that
+    many full-length results. (Hand-written: Optuna's MedianPruner has n_startup_trials,
+    its SuccessiveHalvingPruner nothing alike: under ASHA a strong first trial can leave
+    it the only complete one.) The inner pruner still judges every report, so ASHA
+    records the rungs these trials reach, as later trials' rivals."""
+
+    def __init__(self, pruner: optuna.pruners.BasePruner, count: int):
+        self.pruner, self.count = pruner, count
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        verdict = self.pruner.prune(study, trial)
+        return verdict and len(study.get_trials(deepcopy=False,
+                                                states=(TrialState.COMPLETE,))) >= self.count
 
 
 class IgnoreFailed(optuna.pruners.BasePruner):

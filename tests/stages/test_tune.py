@@ -32,7 +32,8 @@ from tests.support import ROOT
 from tests.support.synthetic import write_prepared
 
 TINY = {
-    "n_trials": 4, "sampler": "tpe", "startup_trials": 2, "pruner": "asha", "min_epochs": 1,
+    "n_trials": 4, "sampler": "tpe", "startup_trials": 2, "pruner": "asha", "min_complete": 0,
+    "min_epochs": 1,
     "reduction_factor": 2, "seed": 0,
     "space": {
         "hidden_units": ["16", "32"], "activation": "relu",
@@ -99,6 +100,7 @@ def test_the_space_must_give_every_setting_a_trial_needs():
     ({"pruner": "hyperband"}, "tune.pruner: must be one of asha, median, none"),
     ({"n_trials": 0}, "tune.n_trials: must be >= 1"),
     ({"reduction_factor": 1}, "tune.reduction_factor: must be >= 2"),
+    ({"min_complete": -1}, "tune.min_complete: must be >= 0"),
 ])
 def test_invalid_search_settings_are_refused_naming_the_key(changes, key):
     with pytest.raises(ParamsError, match="^" + re.escape(key)):
@@ -183,6 +185,28 @@ def test_asha_prunes_trials_that_fall_behind_at_a_rung():
             assert max(trial.intermediate_values) in (1, 3)
         else:
             assert max(trial.intermediate_values) == 9
+
+
+def test_the_first_min_complete_trials_run_to_the_end_and_set_the_bar():
+    """ASHA alone can leave a strong first trial the only complete one (the default
+    space's search did); min_complete lets the first trials through, and ASHA still
+    records their rungs, so the trials after them are pruned as before."""
+    wide = {"learning_rate": {"low": 1e-4, "high": 0.1, "log": True}, "epochs": 9}
+
+    def states(min_complete):
+        settings = tune_params(n_trials=12, startup_trials=4, min_epochs=1,
+                               reduction_factor=3, min_complete=min_complete, space=wide)
+        return [t.state.name for t in study.finished_trials(run_study(settings))]
+
+    assert states(0)[:4].count("COMPLETE") < 4  # without it, ASHA prunes among the first
+    forced = states(4)
+    assert forced[:4] == ["COMPLETE"] * 4 and "PRUNED" in forced[4:]
+
+
+def test_min_complete_cannot_exceed_the_trials():
+    with pytest.raises(ParamsError, match=r"^tune.min_complete: must not exceed tune.n_trials "
+                                          r"\(4\), got 5$"):
+        tune_params(n_trials=4, min_complete=5)
 
 
 def test_median_pruner_waits_for_its_startup_trials_and_warm_up():

@@ -10,12 +10,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]  # the folder that holds the pipeline package
 PACKAGE = "pipeline"
+CORE = f"{PACKAGE}.core"
 
 
 def module_file(name: str) -> Path:
     """A module's file; a package's is its __init__.py."""
     path = ROOT / name.replace(".", "/")
     return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def is_plumbing(name: str) -> bool:
+    """Code that cannot change what a stage computes: core (error types, logging, atomic
+    renames, params validation, which accepts or refuses a value but never alters one,
+    the artifact paths, which dvc.yaml spells too, this module) and the packages'
+    __init__ files (the dataset's constants, docstrings). dvc.yaml lists none of it as a
+    stage's deps, and tune's code digest leaves it out: an edit of a message reruns
+    nothing."""
+    return name == CORE or name.startswith(CORE + ".") or module_file(name).name == "__init__.py"
 
 
 def project_imports(name: str) -> set[str]:

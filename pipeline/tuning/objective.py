@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+from pathlib import Path
 
 import keras
 import numpy as np
 import optuna
 
-from pipeline.core.modules import imported_closure, module_file
+from pipeline.core.modules import imported_closure, is_plumbing, module_file
 from pipeline.data import prepared
 from pipeline.training import fitting, model
 from pipeline.tuning import space, study
@@ -62,13 +63,19 @@ class Objective:
         return result.val_accuracy
 
 
-def code_digest() -> str:
-    """The code and library versions a trial's result depends on: this module and every
-    project module it imports (pipeline/core/modules.py reads them from the sources), and
-    the reader of the splits it trains on; changing any of them starts a new study
-    instead of reusing trials trained by other code."""
+def trial_code() -> list[Path]:
+    """The files a trial's result depends on: this module and every project module it
+    imports (pipeline/core/modules.py reads them from the sources), and the reader of the
+    splits it trains on, less the plumbing, which dvc.yaml does not list as deps either."""
     modules = imported_closure(__name__) | imported_closure(prepared.__name__)
-    files = [module_file(name) for name in sorted(modules)]
+    return [module_file(name) for name in sorted(modules) if not is_plumbing(name)]
+
+
+def code_digest() -> str:
+    """The trial code and library versions: changing any of them starts a new study
+    instead of reusing trials trained by other code (and reruns tune: the files are
+    its deps)."""
+    files = trial_code()
     backend = keras.backend.backend()
     versions = f"optuna {optuna.__version__} keras {keras.__version__} " \
                f"{backend} {importlib.import_module(backend).__version__} numpy {np.__version__}"

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from pipeline.core import params
-from pipeline.core.modules import imported_closure, module_file, project_imports
+from pipeline.core.modules import imported_closure, is_plumbing, module_file, project_imports
 from pipeline.tuning import space
 from tests.support import ROOT
 
@@ -24,19 +24,8 @@ PARAM_CLASSES = {name: cls for module in (params, space) for name, cls in vars(m
                  if isinstance(cls, type) and dataclasses.is_dataclass(cls)
                  and hasattr(cls, "SECTION")}
 
-# Code that cannot change what a stage produces: error types, logging, atomic renames,
-# the dataset's fixed constants, params validation (it accepts or refuses a value,
-# never alters one it accepts), the reading of imports (core/modules.py), the artifact
-# paths (dvc.yaml names the same paths, so moving one changes dvc.yaml too:
-# tests/core/test_paths.py) and the registry (it reads dvc.yaml to name, in an error, the
-# command that rebuilds a missing or damaged input). Listing it as deps would rerun
-# everything, fetch included, on every edit of a message.
 # The subpackages' __init__.py files hold a docstring only (a test below holds that).
 SUBPACKAGE_INITS = {str(p.relative_to(ROOT)) for p in (ROOT / "pipeline").glob("*/__init__.py")}
-PLUMBING = {"pipeline/__init__.py", "pipeline/core/runner.py", "pipeline/core/atomic.py",
-            "pipeline/core/errors.py", "pipeline/core/params.py", "pipeline/core/paths.py",
-            "pipeline/core/modules.py", "pipeline/core/registry.py",
-            *SUBPACKAGE_INITS}
 
 
 @pytest.mark.parametrize("init", sorted(SUBPACKAGE_INITS))
@@ -142,10 +131,24 @@ def test_no_stage_imports_another_stage(stage):
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_stage_depends_on_all_code_it_imports(stage):
-    code = {str(module_file(m).relative_to(ROOT)) for m in imported_closure(stage_module(stage))}
+    code = {str(module_file(m).relative_to(ROOT)) for m in imported_closure(stage_module(stage))
+            if not is_plumbing(m)}
     deps = set(DVC["stages"][stage].get("deps") or [])
-    missing = sorted(code - PLUMBING - deps)
+    missing = sorted(code - deps)
     assert not missing, f"{stage} imports {missing}, which dvc.yaml does not list as deps"
+
+
+def test_tunes_study_name_changes_only_with_code_that_reruns_tune():
+    """The study's name digests the trial's code: each of those files is a dep of tune, so
+    an edit that starts a new study also reruns the stage, and a plumbing edit does
+    neither."""
+    from pipeline.tuning import objective
+
+    files = {str(path.relative_to(ROOT)) for path in objective.trial_code()}
+    assert {"pipeline/tuning/objective.py", "pipeline/training/fitting.py",
+            "pipeline/data/prepared.py"} <= files
+    assert files <= set(DVC["stages"]["tune"]["deps"])
+    assert not [f for f in files if f.startswith("pipeline/core/") or f.endswith("__init__.py")]
 
 
 # --- the layout's import rules (docs/architecture.md) --------------------------------

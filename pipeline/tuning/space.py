@@ -9,6 +9,7 @@ values follow another class's field rule, and the messages name the entry's own 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Mapping, get_type_hints
 
@@ -75,19 +76,26 @@ def setting_value(name: str, value: Any, key: str) -> Any:
     return SEARCHABLE[name].check_value(name, value, key)
 
 
+def check_keys(where: str, given: Iterable[str], known: Collection[str],
+               required: Iterable[str], unknown: Callable[[str], str], missing: str) -> None:
+    """Stop at the first key of `given` that `known` lacks (`<where>.<key>: unknown key` and
+    `unknown(key)`), then at the first `required` one that `given` lacks."""
+    for name in given:
+        if name not in known:
+            raise ParamsError(f"{where}.{name}: unknown key{unknown(name)}")
+    for name in required:
+        if name not in given:
+            raise ParamsError(f"{where}.{name}: missing; {missing}")
+
+
 def check_range(key: str, name: str, spec: dict) -> Range:
     kind = get_type_hints(SEARCHABLE[name])[name]
     if kind not in (int, float):
         raise ParamsError(f"{key}: a range needs a numeric setting; give a list of choices or "
                           f"one value")
-    for part in spec:
-        if part not in RANGE_KEYS:
-            raise ParamsError(f"{key}.{part}: unknown key in a range (known: "
-                              f"{', '.join(RANGE_KEYS)})")
-    for part in ("low", "high"):
-        if part not in spec:
-            raise ParamsError(f"{key}.{part}: missing; a range is {{low: .., high: .., "
-                              f"log: true|false}}")
+    check_keys(key, spec, RANGE_KEYS, ("low", "high"),
+               lambda _: f" in a range (known: {', '.join(RANGE_KEYS)})",
+               "a range is {low: .., high: .., log: true|false}")
     low = setting_value(name, spec["low"], f"{key}.low")
     high = setting_value(name, spec["high"], f"{key}.high")
     log = spec.get("log", False)
@@ -127,14 +135,11 @@ def check_space(space: Any) -> dict[str, SpaceEntry]:
     if not isinstance(space, dict):
         raise ParamsError(f"{KEY}: must be a mapping of model/train setting -> range, list of "
                           f"choices or one value, got {space!r}")
-    for name in space:
-        if name not in SEARCHABLE:
-            raise ParamsError(f"{KEY}.{name}: unknown key, not a model or train setting; "
-                              f"{suggest(name, SEARCHABLE, f'{KEY}.')}")
-    for name in SEARCHABLE:
-        if name not in space:
-            raise ParamsError(f"{KEY}.{name}: missing; the tune section lists every setting a "
-                              f"trial needs (a range, a list of choices or one value)")
+    check_keys(KEY, space, SEARCHABLE, SEARCHABLE,
+               lambda name: f", not a model or train setting; "
+                            f"{suggest(name, SEARCHABLE, KEY + '.')}",
+               "the tune section lists every setting a trial needs (a range, a list of choices "
+               "or one value)")
     return {name: check_space_entry(f"{KEY}.{name}", name, value)
             for name, value in space.items()}
 

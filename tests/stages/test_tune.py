@@ -73,8 +73,10 @@ def tune_params(**changes) -> search.TuneParams:
     ({"batch_size": []}, "tune.space.batch_size: an empty list of choices"),
     ({"learnig_rate": 0.01}, "tune.space.learnig_rate: unknown key, not a model or train "
                              "setting; did you mean tune.space.learning_rate?"),
-    ({"dropout": {"low": 0.0, "hihg": 0.5}}, "tune.space.dropout.hihg: unknown key in a range"),
-    ({"dropout": {"low": 0.0}}, "tune.space.dropout.high: missing"),
+    ({"dropout": {"low": 0.0, "hihg": 0.5}},
+     "tune.space.dropout.hihg: unknown key in a range (known: low, high, log)"),
+    ({"dropout": {"low": 0.0}},
+     "tune.space.dropout.high: missing; a range is {low: .., high: .., log: true|false}"),
     ({"learning_rate": {"low": -0.1, "high": 0.1}}, "tune.space.learning_rate.low: must be > 0"),
     ({"dropout": [0.2, 1.5]}, r"tune.space.dropout[1]: must be < 1.0"),
     ({"batch_size": [64, 64]}, "tune.space.batch_size: lists a choice more than once"),
@@ -89,7 +91,9 @@ def test_an_invalid_space_is_refused_naming_the_key(space, key):
 
 
 def test_the_space_must_give_every_setting_a_trial_needs():
-    with pytest.raises(ParamsError, match=r"^tune.space.l2: missing; the tune section lists"):
+    message = ("tune.space.l2: missing; the tune section lists every setting a trial needs "
+               "(a range, a list of choices or one value)")
+    with pytest.raises(ParamsError, match=f"^{re.escape(message)}$"):
         tune_params(space={"l2": DELETE})
 
 

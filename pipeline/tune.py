@@ -76,14 +76,12 @@ def trial_line(trial, opened, tune: space.TuneParams, wanted: int) -> str:
 def start_line(opened, tune: space.TuneParams, wanted: int, retried: list[int],
                where: str) -> str:
     done = len(study.finished_trials(opened))
+    first = f"; the first {tune.min_complete} run to the end" if tune.min_complete else ""
     pruning = {"asha": f"asha pruner (from epoch {tune.min_epochs}, keeps the top "
-                       f"1/{tune.reduction_factor} at each rung",
+                       f"1/{tune.reduction_factor} at each rung{first})",
                "median": f"median pruner (from epoch {tune.min_epochs}, after "
-                         f"{tune.startup_trials} complete trials",
+                         f"{tune.startup_trials} complete trials{first})",
                "none": "no pruning"}[tune.pruner]
-    if tune.pruner != "none":
-        pruning += (f"; the first {tune.min_complete} run to the end)" if tune.min_complete
-                    else ")")
     fixed = {name: entry.value for name, entry in tune.space.items()
              if isinstance(entry, space.Fixed)}
     resumed = f"; {done} finished already" if done else ""

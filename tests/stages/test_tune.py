@@ -33,8 +33,7 @@ from tests.support.synthetic import write_prepared
 
 TINY = {
     "n_trials": 4, "sampler": "tpe", "startup_trials": 2, "pruner": "asha", "min_complete": 0,
-    "min_epochs": 1,
-    "reduction_factor": 2, "seed": 0,
+    "min_epochs": 1, "reduction_factor": 2, "seed": 0,
     "space": {
         "hidden_units": ["16", "32"], "activation": "relu",
         "dropout": {"low": 0.0, "high": 0.3}, "batch_norm": False, "l2": 0.0,
@@ -205,6 +204,20 @@ def test_the_first_min_complete_trials_run_to_the_end_and_set_the_bar():
     assert states(0)[:4].count("COMPLETE") < 4  # without it, ASHA prunes among the first
     forced = states(4)
     assert forced[:4] == ["COMPLETE"] * 4 and "PRUNED" in forced[4:]
+
+
+@pytest.mark.parametrize("pruner, min_complete, words", [
+    ("asha", 0, "asha pruner (from epoch 1, keeps the top 1/2 at each rung);"),
+    ("asha", 3, "asha pruner (from epoch 1, keeps the top 1/2 at each rung; the first 3 run "
+                "to the end);"),
+    ("median", 3, "median pruner (from epoch 1, after 2 complete trials; the first 3 run to "
+                  "the end);"),
+    ("none", 3, "tpe sampler, no pruning;"),
+])
+def test_the_start_line_says_how_trials_are_pruned(pruner, min_complete, words):
+    settings = tune_params(pruner=pruner, min_complete=min_complete)
+    line = tune.start_line(optuna.create_study(study_name="s"), settings, 4, [], "here")
+    assert line.startswith("study s in here: 4 trials, tpe sampler, ") and words in line
 
 
 def test_min_complete_cannot_exceed_the_trials():

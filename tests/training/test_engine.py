@@ -99,7 +99,7 @@ REUSE_REPORT = (
     "print(json.dumps({'folder': folder, 'hits': len(hits), 'files': len(os.listdir(folder))}))\n")
 
 
-def test_a_process_compiles_each_program_once_and_leaves_no_cache_behind(tmp_path):
+def test_a_process_compiles_each_program_once_and_leaves_no_cache_behind():
     done = subprocess.run([sys.executable, "-c", REUSE_REPORT],
                           env={**os.environ, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=120)

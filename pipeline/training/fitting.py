@@ -1,9 +1,9 @@
 """The one training path shared by train and tune: seeded, deterministic and fast.
 
-Keras's own `model.fit` on NumPy arrays, on the JAX backend (pipeline/training/engine.py): XLA
-compiles the whole train step, so neither a hand-fused optimizer nor a tf.data pipeline
-pays any more (docs/benchmarks.md). `steps_per_execution` still counts: Keras's loop
-and callbacks run once per 128 batches instead of once per batch.
+Keras's own `model.fit` on the JAX backend (pipeline/training/engine.py), fed full batches
+of NumPy rows: XLA compiles the whole train step, so neither a hand-fused optimizer nor a
+tf.data pipeline pays any more (docs/benchmarks.md). `steps_per_execution` still counts:
+Keras's loop and callbacks run once per 128 batches instead of once per batch.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ Split = tuple[np.ndarray, np.ndarray]
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy (Keras's per-epoch shuffle draws from it) and Keras's seed
-    generators (initial weights, dropout masks); on TensorFlow, make its ops deterministic
-    too (XLA's CPU programs are deterministic as they are)."""
+    """Seed Python, NumPy and Keras's seed generators (initial weights, dropout masks); on
+    TensorFlow, make its ops deterministic too (XLA's CPU programs are deterministic as
+    they are)."""
     keras.utils.set_random_seed(seed)
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -61,6 +61,30 @@ class EpochProgress(keras.callbacks.Callback):
             " left")
 
 
+class ShuffledFullBatches(keras.utils.PyDataset):
+    """The training rows in a new seeded order every epoch, cut into full batches only.
+    Keras's own loop ends an epoch on a smaller last batch: another input shape, for which
+    XLA compiles the whole train step a second time for every model. The rows left over
+    (fewer than a batch) change with every epoch's order, as with tf.data's drop_remainder."""
+
+    def __init__(self, split: Split, batch_size: int, seed: int):
+        super().__init__()
+        self.x, self.y = split
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng(seed)
+        self.on_epoch_end()
+
+    def __len__(self) -> int:
+        return max(1, len(self.x) // self.batch_size)  # a set smaller than a batch: one
+
+    def __getitem__(self, index: int) -> Split:
+        rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        return self.x[rows], self.y[rows]
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.x))
+
+
 def even_batches(n: int, at_most: int) -> int:
     """The smallest batch size that splits n rows into as few batches as `at_most` allows:
     6,000 validation rows go in six batches of 1,000, not five of 1,024 and a last of 880,
@@ -85,7 +109,8 @@ def fit(model_settings: ModelParams, train_settings: TrainParams, train: Split, 
     `callbacks` run after the built-in ones (progress, early stopping, DVCLive)."""
     started = time.perf_counter()
     seed_everything(train_settings.seed)
-    steps_per_epoch = math.ceil(len(train[0]) / train_settings.batch_size)
+    batches = ShuffledFullBatches(train, train_settings.batch_size, train_settings.seed)
+    steps_per_epoch = len(batches)
     model = compile_model(build_model(model_settings), train_settings, steps_per_epoch,
                           steps_per_execution=min(STEPS_PER_EXECUTION, steps_per_epoch))
     val_batch_size = even_batches(len(val[0]), max(VAL_BATCH_SIZE, train_settings.batch_size))
@@ -98,9 +123,7 @@ def fit(model_settings: ModelParams, train_settings: TrainParams, train: Split, 
             restore_best_weights=True))
 
     def run(live):
-        # shuffle=True: a new seeded permutation of all samples every epoch
-        return model.fit(*train, batch_size=train_settings.batch_size, shuffle=True,
-                         validation_data=val, validation_batch_size=val_batch_size,
+        return model.fit(batches, validation_data=val, validation_batch_size=val_batch_size,
                          epochs=train_settings.epochs,
                          callbacks=[*built_in, *live, *callbacks], verbose=0).history
 

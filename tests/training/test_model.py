@@ -13,7 +13,7 @@ import pytest
 from pipeline.core import params, paths
 from pipeline.core.errors import DataError
 from pipeline.core.params import ModelParams, TrainParams
-from pipeline.training.fitting import even_batches, fit
+from pipeline.training.fitting import ShuffledFullBatches, even_batches, fit
 from pipeline.training.model import (
     OPTIMIZERS,
     build_model,
@@ -127,24 +127,48 @@ def test_training_runs_on_the_training_engine():
     assert keras.backend.backend() == "jax" and model.jit_compile is True
 
 
-def test_each_epoch_sees_every_sample_in_a_new_order(splits):
-    """Keras shuffles NumPy arrays with NumPy's global generator, which the seed fixes
-    (one permutation per pass over the data; a first pass may be drawn before fitting)."""
-    shuffles = []
-    real = np.random.permutation
+def test_each_epoch_draws_full_batches_in_a_new_seeded_order():
+    """Every batch has the same shape (one compiled train step), no row repeats within an
+    epoch, the few rows left over change from epoch to epoch, and the seed fixes it all."""
+    x, y = np.arange(1000, dtype=np.float32).reshape(-1, 1), np.arange(1000) % 10
+    batches = ShuffledFullBatches((x, y), batch_size=64, seed=3)
+    again = ShuffledFullBatches((x, y), batch_size=64, seed=3)
+    epochs, left_over = [], []
+    for _ in range(3):
+        rows = [batches[i][0].ravel() for i in range(len(batches))]
+        assert [len(r) for r in rows] == [64] * 15
+        assert np.array_equal(np.concatenate(rows), again.order[:960])
+        seen = np.concatenate(rows).astype(int)
+        assert len(set(seen)) == 960
+        epochs.append(tuple(seen))
+        left_over.append(frozenset(range(1000)) - set(seen))
+        batches.on_epoch_end()
+        again.on_epoch_end()
+    assert len(set(epochs)) == 3 and len(set(left_over)) == 3
+    assert np.array_equal(ShuffledFullBatches((x, y), 64, seed=4)[0][0],
+                          ShuffledFullBatches((x, y), 64, seed=4)[0][0])
+    assert not np.array_equal(ShuffledFullBatches((x, y), 64, seed=4)[0][0],
+                              ShuffledFullBatches((x, y), 64, seed=5)[0][0])
 
-    def spy(n):
-        shuffles.append(real(n))
-        return shuffles[-1]
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(np.random, "permutation", spy)
-        fit(model_params(), train_params(epochs=3), splits["train"], splits["val"],
-            verbose=False)
-    train_size = len(splits["train"][0])
-    assert len(shuffles) >= 3
-    assert all(sorted(s) == list(range(train_size)) for s in shuffles)
-    assert len({tuple(s) for s in shuffles}) == len(shuffles)
+def test_fit_compiles_one_train_step_when_the_batch_does_not_divide_the_data(splits, caplog):
+    """400 rows at batch 64 leave 16: Keras's own loop would compile a second train step
+    for them (jax logs each compilation, a cached one too)."""
+    import jax
+
+    assert len(splits["train"][0]) % 64
+    with jax.log_compiles(True), caplog.at_level("DEBUG"):
+        fit(model_params(hidden_units=(24,)), train_params(batch_size=64, epochs=2),
+            splits["train"], splits["val"], verbose=False)
+    compiled = [r.getMessage() for r in caplog.records
+                if "Finished XLA compilation of jit(train_step)" in r.getMessage()]
+    assert len(compiled) == 1, compiled
+
+
+def test_a_training_set_smaller_than_a_batch_is_one_batch():
+    x, y = np.zeros((5, 2), np.float32), np.zeros(5)
+    batches = ShuffledFullBatches((x, y), batch_size=128, seed=0)
+    assert len(batches) == 1 and len(batches[0][0]) == 5
 
 
 def test_two_fresh_processes_train_byte_identical_models(tmp_path, splits):

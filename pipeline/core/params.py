@@ -14,21 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Iterable
+import re
+from collections.abc import Collection, Iterable
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Mapping, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, ClassVar, Literal, Mapping, get_type_hints
 
 import pydantic
 import yaml
-from pydantic import (
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
-)
+from pydantic import BeforeValidator, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
@@ -53,14 +46,12 @@ def read_yaml(path: str | Path) -> dict:
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.safe_load(text) or {}  # an empty file: no sections
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ParamsError(f"{path}:{where} is not valid YAML ({problem})") from None
-    if data is None:
-        data = {}
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: must be a mapping of sections, got {type(data).__name__}")
     return data
@@ -71,37 +62,29 @@ def declared_params(stage: str, dvc_file: str | Path = DVC_FILE) -> list[str]:
     stages = read_yaml(dvc_file).get("stages") or {}
     if stage not in stages:
         raise ParamsError(f"{dvc_file}: no stage named '{stage}'")
-    keys: list[str] = []
-    for entry in stages[stage].get("params") or []:
-        if isinstance(entry, str):
-            keys.append(entry)
-        elif isinstance(entry, dict):  # {other_file.yaml: [keys]}: not used by this project
-            raise ParamsError(f"{dvc_file}: stage '{stage}' reads params from {list(entry)}; "
+    keys = stages[stage].get("params") or []
+    for entry in keys:
+        if not isinstance(entry, str):  # {other_file.yaml: [keys]}: not used by this project
+            raise ParamsError(f"{dvc_file}: stage '{stage}' reads params from {entry}; "
                               f"only {PARAMS_FILE} is supported")
     return keys
 
 
+@dataclasses.dataclass(frozen=True)
 class StageParams:
     """The slice of params.yaml one stage declared; reading outside it is an error."""
 
-    def __init__(self, stage: str, params: Mapping[str, Any], declared: list[str]):
-        self.stage = stage
-        self._params = params
-        self._declared = set(declared)
-
-    def is_declared(self, key: str) -> bool:
-        section = key.split(".", 1)[0]
-        return key in self._declared or section in self._declared
+    stage: str
+    values: Mapping[str, Any]
+    declared: Collection[str]  # keys, or whole sections
 
     def get(self, key: str) -> Any:
         """Value of a dotted key such as 'train.learning_rate'."""
-        if not self.is_declared(key):
-            raise ParamsError(
-                f"{key}: stage '{self.stage}' reads this key but {DVC_FILE} does not declare it "
-                f"(add it to stages.{self.stage}.params)"
-            )
         section, _, name = key.partition(".")
-        block = self._params.get(section)
+        if key not in self.declared and section not in self.declared:
+            raise ParamsError(f"{key}: stage '{self.stage}' reads this key but {DVC_FILE} does "
+                              f"not declare it (add it to stages.{self.stage}.params)")
+        block = self.values.get(section)
         if block is None:
             raise ParamsError(f"{key}: missing from {PARAMS_FILE} (no '{section}' section)")
         if not isinstance(block, dict):
@@ -134,44 +117,33 @@ def known_keys() -> dict[str, set[str]]:
     return known
 
 
-def closest(name: Any, known: Iterable[str]) -> str | None:
-    """The known name most like `name`, if any is close. (Hand-written: pydantic names an
-    unknown key but suggests none.)"""
-    close = difflib.get_close_matches(str(name), list(known), n=1)
-    return close[0] if close else None
-
-
 def suggest(name: Any, known: Iterable[str], prefix: str = "") -> str:
-    """'did you mean <prefix><the closest known name>?', else the known names."""
+    """'did you mean <prefix><the closest known name>?', else the known names.
+    (Hand-written: pydantic names an unknown key but suggests none.)"""
     known = list(known)
-    match = closest(name, known)
-    return f"did you mean {prefix}{match}?" if match else f"known: {', '.join(known)}"
+    match = difflib.get_close_matches(str(name), known, n=1)
+    return f"did you mean {prefix}{match[0]}?" if match else f"known: {', '.join(known)}"
 
 
 def refuse_unknown_keys(values: Mapping[str, Any]) -> None:
     """Stop at the first section or key, in file order, that no params class has: a typo,
-    most likely. A section that is not a mapping is left to StageParams.get, which names
-    it. (Hand-written: a set lookup per key, where a pydantic schema of the file needs the
+    most likely; the closest key of its section, else of any section, is suggested. A
+    section that is not a mapping is left to StageParams.get, which names it.
+    (Hand-written: a set lookup per key, where a pydantic schema of the file needs the
     same loop to rebuild the messages.)"""
     known = known_keys()
+    owners = {key: other for other in sorted(known, reverse=True) for key in known[other]}
     for section, block in values.items():
         if section not in known:
             raise ParamsError(f"{section}: unknown section; {suggest(section, sorted(known))}")
         for name in block if isinstance(block, dict) else ():
-            if name not in known[section]:
-                raise ParamsError(f"{section}.{name}: unknown key; "
-                                  f"{_did_you_mean(section, name, known)}")
-
-
-def _did_you_mean(section: str, name: str, known: dict[str, set[str]]) -> str:
-    """The closest valid key: in the same section first, then in any section (the first
-    section in alphabetical order that has it)."""
-    keys = sorted(known[section])
-    owners = {key: other for other in sorted(known, reverse=True) for key in known[other]}
-    elsewhere = closest(name, sorted(owners))
-    if closest(name, keys) is None and elsewhere is not None:
-        return f"did you mean {owners[elsewhere]}.{elsewhere}?"
-    return suggest(name, keys, f"{section}.")
+            if name in known[section]:
+                continue
+            nearby = difflib.get_close_matches(name, known[section], n=1)
+            elsewhere = difflib.get_close_matches(name, sorted(owners), n=1)
+            hint = (f"did you mean {owners[elsewhere[0]]}.{elsewhere[0]}?" if elsewhere
+                    and not nearby else suggest(name, sorted(known[section]), f"{section}."))
+            raise ParamsError(f"{section}.{name}: unknown key; {hint}")
 
 
 # --- the rules: pydantic types, and a formatter for the project's one-line messages ------
@@ -190,17 +162,24 @@ MESSAGES = {
 }
 
 
-def params_error(error: dict, key: str, choices: tuple = ()) -> ParamsError:
-    """One pydantic error as `key[i]: message`, [i] for each list item in its location;
-    a bound written as a float shows the value as a float, as the rule compares it."""
-    ctx = error.get("ctx") or {}
-    value = error["input"]
-    if isinstance(next(iter(ctx.values()), None), float) and not isinstance(value, bool):
-        value = float(value)
+def validate(rule: Any, value: Any, key: str) -> Any:
+    """`value` checked by a pydantic type; the first refusal becomes one ParamsError,
+    `key` followed by pydantic's location (.field, [i] for a list item). A bound written
+    as a float shows the value as a float, as the rule compares it, and a Literal's
+    choices are listed as params.yaml spells them."""
+    try:
+        return pydantic.TypeAdapter(rule).validate_python(value)
+    except pydantic.ValidationError as exc:
+        error = exc.errors()[0]
+    ctx, shown = error.get("ctx") or {}, error["input"]
+    if isinstance(next(iter(ctx.values()), None), float) and not isinstance(shown, bool):
+        shown = float(shown)
+    choices = ", ".join(re.findall(r"'([^']*)'", ctx.get("expected", "")))
     template = MESSAGES.get(error["type"])  # none for a PydanticCustomError: msg is ours
     message = error["msg"] if template is None else template.format(
-        **ctx, input=error["input"], value=value, choices=", ".join(map(str, choices)))
-    return ParamsError(f"{key}{''.join(f'[{i}]' for i in error['loc'])}: {message}")
+        **ctx, input=error["input"], value=shown, choices=choices)
+    where = "".join(f"[{i}]" if isinstance(i, int) else f".{i}" for i in error["loc"])
+    raise ParamsError(f"{key}{where}: {message}")
 
 
 def _layer_list(value: Any) -> Any:
@@ -232,33 +211,14 @@ class Section:
                 for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
-    def rule(cls, name: str) -> Any:
-        """The field's type with its constraints: its whole rule."""
-        return get_type_hints(cls, include_extras=True)[name]
-
-    @classmethod
-    def choices(cls, name: str) -> tuple:
-        """The values a Literal field allows (its message lists them), else ()."""
-        return get_args(cls.rule(name)) if get_origin(cls.rule(name)) is Literal else ()
-
-    @classmethod
     def build(cls, values: Mapping[str, Any], prefix: str = ""):
         """The section from its values; a message names prefix.field (SECTION.field)."""
-        try:
-            return pydantic.TypeAdapter(cls).validate_python(dict(values))
-        except pydantic.ValidationError as exc:
-            error = exc.errors()[0]
-            name, *items = error["loc"]
-            raise params_error({**error, "loc": items}, f"{prefix or cls.SECTION}.{name}",
-                               cls.choices(name)) from None
+        return validate(cls, dict(values), prefix or cls.SECTION)
 
     @classmethod
     def check_value(cls, name: str, value: Any, key: str) -> Any:
-        """One field's value checked by its rule alone (tune's search space uses it)."""
-        try:
-            return pydantic.TypeAdapter(cls.rule(name)).validate_python(value)
-        except pydantic.ValidationError as exc:
-            raise params_error(exc.errors()[0], key, cls.choices(name)) from None
+        """One field's value checked by its rule alone (tune's space and the ablation)."""
+        return validate(get_type_hints(cls, include_extras=True)[name], value, key)
 
     @classmethod
     def from_params(cls, params: StageParams, overrides: Mapping[str, Any] | None = None):
@@ -273,7 +233,7 @@ class Section:
 # --- typed params, one class per concern ---------------------------------------------
 
 Source = Literal[(AUTO, *SOURCES)]
-CONFIG = ConfigDict(extra="forbid")  # a field no class has is refused, not dropped
+CONFIG = pydantic.ConfigDict(extra="forbid")  # a field no class has is refused, not dropped
 
 
 @dataclass(frozen=True, config=CONFIG)

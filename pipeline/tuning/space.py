@@ -9,26 +9,19 @@ values follow another class's field rule, and the messages name the entry's own 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Mapping, get_type_hints
 
 import pydantic
-from pydantic import PlainValidator
+from pydantic import PlainValidator, StrictBool
 
+from pipeline.core import params
 from pipeline.core.errors import ParamsError
-from pipeline.core.params import (
-    CONFIG,
-    CONFIGURATION,
-    ModelParams,
-    TrainParams,
-    TuneSettings,
-    suggest,
-)
+from pipeline.core.params import ModelParams, TrainParams
 
 KEY = "tune.space"
 # What a trial needs: every model and train setting; tune.seed stands for train.seed.
-SEARCHABLE = CONFIGURATION
+SEARCHABLE = params.CONFIGURATION
 RANGE_KEYS = ("low", "high", "log")
 
 
@@ -59,33 +52,17 @@ class Fixed:
 SpaceEntry = Range | Choices | Fixed
 
 
-def parse_layers(key: str, value: Any) -> tuple[int, ...]:
-    """Hidden layers written '512-256' (or 512 for one layer): a string, so that a list
-    in params.yaml always means choices and Optuna can store the choice."""
-    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-    if not isinstance(text, str) or not all(p.strip().isdigit() for p in text.split("-")):
-        raise ParamsError(f"{key}: must be layer widths such as '512-256' (or one integer), "
-                          f"got {value!r}")
-    return ModelParams.check_value("hidden_units", [int(p) for p in text.split("-")], key)
-
-
 def setting_value(name: str, value: Any, key: str) -> Any:
-    """A space value as the model/train setting `name` takes it, checked."""
+    """A space value as the model/train setting `name` takes it, checked. Hidden layers
+    are written '512-256' (or 512 for one layer): a string, so that a list in params.yaml
+    always means choices and Optuna can store the choice."""
     if name == "hidden_units":
-        return parse_layers(key, value)
+        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        if not isinstance(text, str) or not all(p.strip().isdigit() for p in text.split("-")):
+            raise ParamsError(f"{key}: must be layer widths such as '512-256' (or one "
+                              f"integer), got {value!r}")
+        value = [int(p) for p in text.split("-")]
     return SEARCHABLE[name].check_value(name, value, key)
-
-
-def check_keys(where: str, given: Iterable[str], known: Collection[str],
-               required: Iterable[str], unknown: Callable[[str], str], missing: str) -> None:
-    """Stop at the first key of `given` that `known` lacks (`<where>.<key>: unknown key` and
-    `unknown(key)`), then at the first `required` one that `given` lacks."""
-    for name in given:
-        if name not in known:
-            raise ParamsError(f"{where}.{name}: unknown key{unknown(name)}")
-    for name in required:
-        if name not in given:
-            raise ParamsError(f"{where}.{name}: missing; {missing}")
 
 
 def check_range(key: str, name: str, spec: dict) -> Range:
@@ -93,14 +70,16 @@ def check_range(key: str, name: str, spec: dict) -> Range:
     if kind not in (int, float):
         raise ParamsError(f"{key}: a range needs a numeric setting; give a list of choices or "
                           f"one value")
-    check_keys(key, spec, RANGE_KEYS, ("low", "high"),
-               lambda _: f" in a range (known: {', '.join(RANGE_KEYS)})",
-               "a range is {low: .., high: .., log: true|false}")
-    low = setting_value(name, spec["low"], f"{key}.low")
-    high = setting_value(name, spec["high"], f"{key}.high")
-    log = spec.get("log", False)
-    if not isinstance(log, bool):
-        raise ParamsError(f"{key}.log: must be true or false, got {log!r}")
+    unknown = [part for part in spec if part not in RANGE_KEYS]
+    if unknown:
+        raise ParamsError(f"{key}.{unknown[0]}: unknown key in a range (known: "
+                          f"{', '.join(RANGE_KEYS)})")
+    missing = [part for part in ("low", "high") if part not in spec]
+    if missing:
+        raise ParamsError(f"{key}.{missing[0]}: missing; a range is {{low: .., high: .., "
+                          f"log: true|false}}")
+    low, high = (setting_value(name, spec[part], f"{key}.{part}") for part in ("low", "high"))
+    log = params.validate(StrictBool, spec.get("log", False), f"{key}.log")
     if low > high:
         raise ParamsError(f"{key}: low ({low}) must not exceed high ({high})")
     if log and low <= 0:
@@ -135,11 +114,14 @@ def check_space(space: Any) -> dict[str, SpaceEntry]:
     if not isinstance(space, dict):
         raise ParamsError(f"{KEY}: must be a mapping of model/train setting -> range, list of "
                           f"choices or one value, got {space!r}")
-    check_keys(KEY, space, SEARCHABLE, SEARCHABLE,
-               lambda name: f", not a model or train setting; "
-                            f"{suggest(name, SEARCHABLE, KEY + '.')}",
-               "the tune section lists every setting a trial needs (a range, a list of choices "
-               "or one value)")
+    for name in space:
+        if name not in SEARCHABLE:
+            raise ParamsError(f"{KEY}.{name}: unknown key, not a model or train setting; "
+                              f"{params.suggest(name, SEARCHABLE, KEY + '.')}")
+    for name in SEARCHABLE:
+        if name not in space:
+            raise ParamsError(f"{KEY}.{name}: missing; the tune section lists every setting "
+                              f"a trial needs (a range, a list of choices or one value)")
     return {name: check_space_entry(f"{KEY}.{name}", name, value)
             for name, value in space.items()}
 
@@ -150,8 +132,8 @@ def smallest(entry: SpaceEntry) -> Any:
     return min(entry.values) if isinstance(entry, Choices) else entry.value
 
 
-@pydantic.dataclasses.dataclass(frozen=True, config=CONFIG)
-class TuneParams(TuneSettings):
+@pydantic.dataclasses.dataclass(frozen=True, config=params.CONFIG)
+class TuneParams(params.TuneSettings):
     """The search: its size, sampler, pruner, seed and space."""
 
     space: Annotated[Mapping[str, SpaceEntry], PlainValidator(check_space)]

@@ -13,6 +13,8 @@ that a change in the machine's load hits them alike, each repeated:
                (momentum) for Adam: about what XLA makes of the matrix products alone, so
                project minus jax-bare is the model's own extra work (normalization,
                dropout masks, Adam's second moment)
+    no-bn, no-dropout, sgd
+               (on request) the project's path without one of the three: what each costs
 
 Same network (params.yaml's model with the hidden widths asked for), optimizer, cosine
 schedule and batch size. Every run is its own process, with its own Keras backend; the
@@ -51,7 +53,8 @@ VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl
                 "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 TRAIN_IMAGES, VAL_IMAGES = 54_000, 6_000  # the prepared splits of the default params
 BACKENDS = {"tf-plain": "tensorflow", "tf-path": "tensorflow", "project": "jax",
-            "jax-plain": "jax", "jax-bare": "jax"}
+            "jax-plain": "jax", "jax-bare": "jax", "no-bn": "jax", "no-dropout": "jax",
+            "sgd": "jax"}
 VARIANTS = ["floor", *BACKENDS]
 
 
@@ -156,15 +159,22 @@ def run_project(model_settings, train_settings, train, val, timer) -> float:
     return result.val_accuracy
 
 
-def run_bare(model_settings, train_settings, train, val, timer) -> float:
-    """The project's path on the same network without batch norm and dropout, with SGD."""
-    model_settings = dataclasses.replace(model_settings, batch_norm=False, dropout=0.0)
-    train_settings = dataclasses.replace(train_settings, optimizer="sgd")
-    return run_project(model_settings, train_settings, train, val, timer)
+def without(**changes):
+    """The project's path with these model or train settings changed."""
+    def run(model_settings, train_settings, train, val, timer) -> float:
+        model_changes = {k: v for k, v in changes.items() if hasattr(model_settings, k)}
+        train_changes = {k: v for k, v in changes.items() if k not in model_changes}
+        return run_project(dataclasses.replace(model_settings, **model_changes),
+                           dataclasses.replace(train_settings, **train_changes),
+                           train, val, timer)
+    return run
 
 
 RUNS = {"tf-plain": run_plain, "tf-path": run_tf_path, "project": run_project,
-        "jax-plain": run_plain, "jax-bare": run_bare}
+        "jax-plain": run_plain,
+        "jax-bare": without(batch_norm=False, dropout=0.0, optimizer="sgd"),
+        "no-bn": without(batch_norm=False), "no-dropout": without(dropout=0.0),
+        "sgd": without(optimizer="sgd")}
 
 
 def worker(variant: str, hidden_units: tuple[int, ...], batch_size: int, epochs: int,

@@ -139,8 +139,8 @@ def refuse_unknown_keys(values: Mapping[str, Any]) -> None:
         for name in block if isinstance(block, dict) else ():
             if name in known[section]:
                 continue
-            nearby = difflib.get_close_matches(name, known[section], n=1)
-            elsewhere = difflib.get_close_matches(name, sorted(owners), n=1)
+            nearby = difflib.get_close_matches(str(name), known[section], n=1)
+            elsewhere = difflib.get_close_matches(str(name), sorted(owners), n=1)
             hint = (f"did you mean {owners[elsewhere[0]]}.{elsewhere[0]}?" if elsewhere
                     and not nearby else suggest(name, sorted(known[section]), f"{section}."))
             raise ParamsError(f"{section}.{name}: unknown key; {hint}")

@@ -139,6 +139,15 @@ def test_an_unknown_key_without_a_close_match_lists_the_sections_keys(project):
         params.load("evaluate")
 
 
+def test_a_numeric_key_is_refused_as_unknown_not_with_a_traceback(project):
+    data = yaml.safe_load(Path("params.yaml").read_text())
+    data["evaluate"][7] = 1  # YAML reads `7: 1` as an integer key
+    Path("params.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ParamsError, match=r"^evaluate.7: unknown key; known: batch_size, "
+                                          r"top_k$"):
+        params.load("evaluate")
+
+
 def test_an_unknown_section_is_refused(project):
     set_param("trian.epochs", 3)
     with pytest.raises(ParamsError, match=r"^trian: unknown section; did you mean train\?$"):

@@ -82,7 +82,7 @@ def time_products(widths: list[int], batch: int, steps: int) -> float:
     return total_numpy * steps
 
 
-def time_optimizer(name: str, widths: list[int], steps: int, floor: float) -> None:
+def time_optimizer(name: str, widths: list[int], steps: int, products_s: float) -> None:
     shapes = [s for k, n in zip(widths, widths[1:]) for s in ((k, n), (n,))]
     weights = [keras.Variable(np.zeros(s, np.float32)) for s in shapes]
     optimizer = keras.optimizers.get(name)
@@ -106,7 +106,7 @@ def time_optimizer(name: str, widths: list[int], steps: int, floor: float) -> No
     seconds = best_seconds(step)
     count = sum(int(np.prod(s)) for s in shapes)
     print(f"  {name:28s} {seconds * 1e3:6.3f} ms/step for {count:,} weights = "
-          f"{seconds * steps:5.2f} s/epoch, {seconds * steps / floor:4.2f}x of the products' "
+          f"{seconds * steps:5.2f} s/epoch, {seconds * steps / products_s:4.2f}x of the products' "
           f"NumPy time")
 
 
@@ -122,10 +122,10 @@ def main() -> None:
     print(f"{args.network} at batch {args.batch_size}: {steps} steps per epoch; best of "
           f"{ROUNDS} rounds of {CALLS} calls")
     print("products:")
-    floor = time_products(widths, args.batch_size, steps)
+    products_s = time_products(widths, args.batch_size, steps)
     print("optimizer update alone:")
     for name in args.optimizers:
-        time_optimizer(name, widths, steps, floor)
+        time_optimizer(name, widths, steps, products_s)
 
 
 if __name__ == "__main__":

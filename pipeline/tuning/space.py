@@ -9,6 +9,7 @@ values follow another class's field rule, and the messages name the entry's own 
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Mapping, get_type_hints
 
@@ -65,16 +66,23 @@ def setting_value(name: str, value: Any, key: str) -> Any:
     return SEARCHABLE[name].check_value(name, value, key)
 
 
+def unknown_and_missing(given: Iterable[str], known: Collection[str],
+                        required: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The keys of `given` that `known` lacks, and the `required` ones `given` lacks: a
+    range's parts and the space's settings are checked alike."""
+    given = list(given)
+    return [k for k in given if k not in known], [k for k in required if k not in given]
+
+
 def check_range(key: str, name: str, spec: dict) -> Range:
     kind = get_type_hints(SEARCHABLE[name])[name]
     if kind not in (int, float):
         raise ParamsError(f"{key}: a range needs a numeric setting; give a list of choices or "
                           f"one value")
-    unknown = [part for part in spec if part not in RANGE_KEYS]
+    unknown, missing = unknown_and_missing(spec, RANGE_KEYS, ("low", "high"))
     if unknown:
         raise ParamsError(f"{key}.{unknown[0]}: unknown key in a range (known: "
                           f"{', '.join(RANGE_KEYS)})")
-    missing = [part for part in ("low", "high") if part not in spec]
     if missing:
         raise ParamsError(f"{key}.{missing[0]}: missing; a range is {{low: .., high: .., "
                           f"log: true|false}}")
@@ -114,14 +122,13 @@ def check_space(space: Any) -> dict[str, SpaceEntry]:
     if not isinstance(space, dict):
         raise ParamsError(f"{KEY}: must be a mapping of model/train setting -> range, list of "
                           f"choices or one value, got {space!r}")
-    for name in space:
-        if name not in SEARCHABLE:
-            raise ParamsError(f"{KEY}.{name}: unknown key, not a model or train setting; "
-                              f"{params.suggest(name, SEARCHABLE, KEY + '.')}")
-    for name in SEARCHABLE:
-        if name not in space:
-            raise ParamsError(f"{KEY}.{name}: missing; the tune section lists every setting "
-                              f"a trial needs (a range, a list of choices or one value)")
+    unknown, missing = unknown_and_missing(space, SEARCHABLE, SEARCHABLE)
+    if unknown:
+        raise ParamsError(f"{KEY}.{unknown[0]}: unknown key, not a model or train setting; "
+                          f"{params.suggest(unknown[0], SEARCHABLE, KEY + '.')}")
+    if missing:
+        raise ParamsError(f"{KEY}.{missing[0]}: missing; the tune section lists every "
+                          f"setting a trial needs (a range, a list of choices or one value)")
     return {name: check_space_entry(f"{KEY}.{name}", name, value)
             for name, value in space.items()}
 

@@ -5,8 +5,10 @@ behind.
 The study lives in reports/tune/study/ (a persist output, so DVC keeps it): an
 interrupted `dvc repro tune` continues it and reruns only what is missing, and a study
 that already holds its trials is not run again. The outputs are written once, from the
-finished study: the best complete trial's own model (kept in the study's artifact
-store, never retrained) and curves, and tables of every trial.
+finished study: the final model (with tune.refit, the best complete trial's settings
+trained again on train and validation together, as GridSearchCV refits on all its data;
+without, that trial's own model, kept in the study's artifact store), the winner's
+curves, and tables of every trial.
 
 With FMNIST_TUNE_STORAGE the study lives in PostgreSQL instead (pipeline/tuning/storage.py):
 `python -m pipeline.tune --worker` on any machine joins it and runs trials, and the stage
@@ -19,6 +21,7 @@ import argparse
 import shutil
 import time
 
+import numpy as np
 from optuna.trial import TrialState
 
 from pipeline.core import params
@@ -35,7 +38,7 @@ from pipeline.core.paths import (
     TUNE_METRICS,
 )
 from pipeline.core.runner import format_seconds, log, program, quiet_tensorflow, run_stage
-from pipeline.data.prepared import load_split, split_path
+from pipeline.data.prepared import Split, load_split, split_path
 from pipeline.training import engine
 from pipeline.tuning import reports, space, storage, study
 
@@ -110,16 +113,9 @@ def write_live(history: dict[str, list[float]], model_settings, train_settings) 
         live.end()
 
 
-def write_outputs(opened, tune: space.TuneParams, home: storage.StudyHome) -> None:
-    """Everything from the finished study, landing together: a failure on the way (a
-    full disk) keeps the previous set whole. best_params.json last: it marks a result."""
-    with all_or_nothing():
-        _write_outputs(opened, tune, home)
-
-
-def _write_outputs(opened, tune: space.TuneParams, home: storage.StudyHome) -> None:
+def copy_best_model(opened, home: storage.StudyHome) -> None:
+    """The best trial's own model, from the study's artifact store."""
     from pipeline.training.model import load_model
-    from pipeline.tuning.objective import HISTORY
 
     hint = None
     afresh = f"delete {study.STUDY_DIR} to run the search afresh"
@@ -134,8 +130,47 @@ def _write_outputs(opened, tune: space.TuneParams, home: storage.StudyHome) -> N
             shutil.copyfileobj(reader, out)
         load_model(tmp, shown=f"{reader.name} (the model of the best trial, {best.number})",
                    remedy=afresh)  # a damaged copy never replaces the previous output
+
+
+def refit(best, model_settings, train_settings, rows: Split) -> None:
+    """The best trial's settings trained afresh on `rows`, its seed included, so a rerun
+    gives the same bytes on the same machine."""
+    import keras
+
+    from pipeline.training import fitting
+    from pipeline.training.model import save_model
+
+    log(f"tune: refitting trial {best.number}'s settings on train + val "
+        f"({len(rows[0]):,} images), {train_settings.epochs} epochs")
+    keras.utils.clear_session(free_memory=True)  # layer names as in a fresh process
+    result = fitting.fit(model_settings, train_settings, rows, None, label="tune refit")
+    with atomic_path(MODEL_PATH, suffix=".keras") as tmp:
+        save_model(result.model, tmp)
+    log(f"tune: refit done in {format_seconds(result.seconds)}")
+
+
+def write_outputs(opened, tune: space.TuneParams, home: storage.StudyHome,
+                  train: Split, val: Split) -> None:
+    """Everything from the finished study, landing together: a failure on the way (a
+    full disk) keeps the previous set whole. best_params.json last: it marks a result."""
+    with all_or_nothing():
+        _write_outputs(opened, tune, home, train, val)
+
+
+def _write_outputs(opened, tune: space.TuneParams, home: storage.StudyHome,
+                   train: Split, val: Split) -> None:
+    from pipeline.tuning.objective import HISTORY
+
+    best = study.winner(opened)
     model_settings, train_settings = space.trial_settings(
         study.trial_values(best, tune.space), tune.seed)
+    if tune.refit:
+        rows = (np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]]))
+        refit(best, model_settings, train_settings, rows)
+        refit_rows = len(rows[0])
+    else:
+        copy_best_model(opened, home)
+        refit_rows = None
     write_live(best.user_attrs[HISTORY], model_settings, train_settings)
 
     trials = opened.get_trials(deepcopy=False)
@@ -161,6 +196,7 @@ def _write_outputs(opened, tune: space.TuneParams, home: storage.StudyHome) -> N
         "params": best.params,
         "model": model_settings.plain(),
         "train": train_settings.plain(),
+        "refit_images": refit_rows,  # null: the final model is the trial's own
     })
 
 
@@ -210,7 +246,7 @@ def run(worker: bool) -> None:
     finally:
         if lock is not None:
             lock.close()
-    best = study.best_complete(opened)
+    best = study.winner(opened)
     searched = format_seconds(time.perf_counter() - started)
     if worker:
         log(f"tune worker: the study holds its {wanted} trials; best val_accuracy "
@@ -219,7 +255,7 @@ def run(worker: bool) -> None:
         return
     if home.shared:
         study.STUDY_DIR.mkdir(parents=True, exist_ok=True)  # DVC expects the output
-    write_outputs(opened, tune, home)
+    write_outputs(opened, tune, home, train, val)
     log(f"tune: best val_accuracy {best.value:.4f} (trial {best.number}: "
         f"{describe(best.params, tune.searched)}) after {searched} of search in this run; "
         f"wrote {MODEL_PATH}, {TUNE_DIR}/")

@@ -304,6 +304,7 @@ class TuneSettings(Section):
     min_epochs: Annotated[Int, Field(ge=1)]
     reduction_factor: Annotated[Int, Field(ge=2)]
     seed: Annotated[Int, Field(ge=0, le=2**31 - 1)]
+    refit: StrictBool
     space: Any
 
 

@@ -136,6 +136,11 @@ def tuning_section(tune: dict, best: dict, trials: pd.DataFrame) -> list[str]:
              f"{tune['failed']} failed, {tune['seconds']:.0f} s of training in all. The best, "
              f"trial {tune['best_trial']}, reached {tune['best_val_accuracy']:.4f} validation "
              f"accuracy with {found}.", ""]
+    if best.get("refit_images"):
+        lines += [f"The tuned model is that trial's settings trained again on the training and "
+                  f"validation splits together ({best['refit_images']:,} images), after the "
+                  f"search chose them on validation alone; the baseline trained on the "
+                  f"training split only.", ""]
     complete = trials[trials["state"] == "COMPLETE"]["value"]
     if len(complete) > 1:
         lines += [f"The complete trials ended between {complete.min():.4f} and "

@@ -54,9 +54,10 @@ class EpochProgress(keras.callbacks.Callback):
         logs = logs or {}
         done = epoch + 1
         per_epoch = (time.perf_counter() - self.started) / done
+        validation = (f" | val_loss {logs['val_loss']:.4f} val_acc {logs['val_accuracy']:.4f}"
+                      if "val_accuracy" in logs else "")
         log(f"{self.label} epoch {done}/{self.epochs}: loss {logs.get('loss', math.nan):.4f} "
-            f"acc {logs.get('accuracy', math.nan):.4f} | val_loss "
-            f"{logs.get('val_loss', math.nan):.4f} val_acc {logs.get('val_accuracy', math.nan):.4f}"
+            f"acc {logs.get('accuracy', math.nan):.4f}{validation}"
             f" | {per_epoch:.1f}s/epoch, <= {format_seconds(per_epoch * (self.epochs - done))}"
             " left")
 
@@ -96,24 +97,28 @@ def even_batches(n: int, at_most: int) -> int:
 class FitResult:
     model: keras.Model
     history: dict[str, list[float]]
-    val_accuracy: float  # of the returned weights (the best epoch's with early stopping)
-    val_loss: float
+    val_accuracy: float  # of the returned weights (the best epoch's with early stopping);
+    val_loss: float      # NaN without a validation split
     epochs_run: int
     seconds: float
 
 
-def fit(model_settings: ModelParams, train_settings: TrainParams, train: Split, val: Split,
-        live_dir: str | Path | None = None, label: str = "train", verbose: bool = True,
-        callbacks: Sequence[keras.callbacks.Callback] = ()) -> FitResult:
+def fit(model_settings: ModelParams, train_settings: TrainParams, train: Split,
+        val: Split | None, live_dir: str | Path | None = None, label: str = "train",
+        verbose: bool = True, callbacks: Sequence[keras.callbacks.Callback] = ()) -> FitResult:
     """Train a fresh network; with `live_dir`, DVCLive writes per-epoch curves there.
-    `callbacks` run after the built-in ones (progress, early stopping, DVCLive)."""
+    `callbacks` run after the built-in ones (progress, early stopping, DVCLive). Without
+    `val` (a refit on every labelled row) nothing is validated, so nothing can stop early."""
+    if val is None and train_settings.early_stopping_patience > 0:
+        raise ValueError("early stopping needs a validation split")
     started = time.perf_counter()
     seed_everything(train_settings.seed)
     batches = ShuffledFullBatches(train, train_settings.batch_size, train_settings.seed)
     steps_per_epoch = len(batches)
     model = compile_model(build_model(model_settings), train_settings, steps_per_epoch,
                           steps_per_execution=min(STEPS_PER_EXECUTION, steps_per_epoch))
-    val_batch_size = even_batches(len(val[0]), max(VAL_BATCH_SIZE, train_settings.batch_size))
+    val_batch_size = even_batches(len(val[0]) if val else 0,
+                                  max(VAL_BATCH_SIZE, train_settings.batch_size))
     built_in: list[keras.callbacks.Callback] = []
     if verbose:
         built_in.append(EpochProgress(label, train_settings.epochs))
@@ -131,7 +136,8 @@ def fit(model_settings: ModelParams, train_settings: TrainParams, train: Split, 
         history = run([])
     else:
         history = _fit_with_live(run, Path(live_dir), model_settings, train_settings)
-    val_loss, val_accuracy = model.evaluate(*val, batch_size=val_batch_size, verbose=0)
+    val_loss, val_accuracy = (model.evaluate(*val, batch_size=val_batch_size, verbose=0)
+                              if val else (math.nan, math.nan))
     return FitResult(model, {k: [float(v) for v in vs] for k, vs in history.items()},
                      float(val_accuracy), float(val_loss), len(history["loss"]),
                      time.perf_counter() - started)

@@ -139,6 +139,12 @@ def smallest(entry: SpaceEntry) -> Any:
     return min(entry.values) if isinstance(entry, Choices) else entry.value
 
 
+def largest(entry: SpaceEntry) -> Any:
+    if isinstance(entry, Range):
+        return entry.high
+    return max(entry.values) if isinstance(entry, Choices) else entry.value
+
+
 @pydantic.dataclasses.dataclass(frozen=True, config=params.CONFIG)
 class TuneParams(params.TuneSettings):
     """The search: its size, sampler, pruner, seed and space."""
@@ -159,6 +165,10 @@ class TuneParams(params.TuneSettings):
             raise ParamsError(f"tune.min_epochs: must be below the epochs of every trial "
                               f"({fewest_epochs} in {KEY}.epochs), or nothing is pruned; "
                               f"got {self.min_epochs}")
+        if self.refit and largest(self.space["early_stopping_patience"]) > 0:
+            raise ParamsError(f"tune.refit: the refit trains on the validation split too, so "
+                              f"nothing is left to stop early on; set {KEY}."
+                              f"early_stopping_patience to 0 or tune.refit to false")
         return self
 
     @property

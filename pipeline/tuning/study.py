@@ -127,8 +127,9 @@ def file_digest(paths: Iterable[Path]) -> str:
 
 def settings_in_use(tune: TuneParams) -> dict[str, Any]:
     """The tune settings that shape the trials: reduction_factor means nothing to the
-    median pruner, so changing it there keeps the study."""
+    median pruner, so changing it there keeps the study; refit acts after the search."""
     settings = asdict(tune)
+    del settings["refit"]
     if tune.sampler != "tpe" and tune.pruner != "median":
         del settings["startup_trials"]
     if tune.pruner == "none":
@@ -463,12 +464,18 @@ def keep_if_best(trial: optuna.Trial, value: float, store: FileSystemArtifactSto
     return True
 
 
-def best_model_reader(study: optuna.Study, store: FileSystemArtifactStore,
-                      missing_hint: str | None = None):
-    """(best complete trial, an open binary reader of its model)."""
+def winner(study: optuna.Study) -> FrozenTrial:
+    """The best complete trial of a finished study, which must have one."""
     best = best_complete(study)
     if best is None:
         raise DataError(f"study {study.study_name}: no trial completed")
+    return best
+
+
+def best_model_reader(study: optuna.Study, store: FileSystemArtifactStore,
+                      missing_hint: str | None = None):
+    """(best complete trial, an open binary reader of its model)."""
+    best = winner(study)
     for meta in get_all_artifact_meta(best, storage=study._storage):
         try:
             return best, store.open_reader(meta.artifact_id)

@@ -43,7 +43,8 @@ PROFILE = {
     "train": {"epochs": 3, "batch_size": 32, "early_stopping_patience": 0,
               "learning_rate": 0.01},
     "tune": {"n_trials": 3, "sampler": "tpe", "startup_trials": 2, "pruner": "asha",
-             "min_complete": 0, "min_epochs": 1, "reduction_factor": 2, "seed": 0, "space": {
+             "min_complete": 0, "min_epochs": 1, "reduction_factor": 2, "seed": 0,
+             "refit": True, "space": {
                  "hidden_units": ["32", "16"], "activation": "relu",
                  "dropout": {"low": 0.0, "high": 0.2}, "batch_norm": False, "l2": 0.0,
                  "optimizer": "adam", "learning_rate": 0.01, "lr_schedule": "constant",
@@ -130,6 +131,7 @@ def test_repro_runs_every_stage_then_nothing(repo):
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     assert f"| test_accuracy | {metrics['baseline']['test_accuracy']:.4f} |" in report
     assert "- Removing dropout changes test accuracy by " in report
+    assert "trained again on the training and validation splits together (" in report
     for section in ("## Data", "## Baseline and tuned", "## Tuning", "## Ablation",
                     "## Training time against accuracy", "## Platform"):
         assert section in report

@@ -33,7 +33,7 @@ from tests.support.synthetic import write_prepared
 
 TINY = {
     "n_trials": 4, "sampler": "tpe", "startup_trials": 2, "pruner": "asha", "min_complete": 0,
-    "min_epochs": 1, "reduction_factor": 2, "seed": 0,
+    "min_epochs": 1, "reduction_factor": 2, "seed": 0, "refit": True,
     "space": {
         "hidden_units": ["16", "32"], "activation": "relu",
         "dropout": {"low": 0.0, "high": 0.3}, "batch_norm": False, "l2": 0.0,
@@ -104,6 +104,10 @@ def test_the_space_must_give_every_setting_a_trial_needs():
     ({"n_trials": 0}, "tune.n_trials: must be >= 1"),
     ({"reduction_factor": 1}, "tune.reduction_factor: must be >= 2"),
     ({"min_complete": -1}, "tune.min_complete: must be >= 0"),
+    ({"refit": "yes"}, "tune.refit: must be true or false"),
+    ({"space": {"early_stopping_patience": [0, 2]}},
+     "tune.refit: the refit trains on the validation split too, so nothing is left to stop "
+     "early on; set tune.space.early_stopping_patience to 0 or tune.refit to false"),
 ])
 def test_invalid_search_settings_are_refused_naming_the_key(changes, key):
     with pytest.raises(ParamsError, match="^" + re.escape(key)):
@@ -465,31 +469,53 @@ def test_curves_stop_where_each_trial_was_pruned(stage_run):
     assert importance["importance"].sum() == pytest.approx(1.0)
 
 
-def test_tuned_model_is_the_best_trials_own_weights(stage_run, splits):
+def test_tuned_model_is_the_best_trials_settings_refit_on_train_and_val(stage_run, splits):
     import keras
 
+    from pipeline.core.params import ModelParams, TrainParams
+    from pipeline.training import fitting
+
     best = json.loads((stage_run / paths.BEST_PARAMS).read_text())
+    rows = [np.concatenate([splits["train"][i], splits["val"][i]]) for i in (0, 1)]
+    assert best["refit_images"] == len(rows[0]) == 500
     model = keras.models.load_model(stage_run / tune.MODEL_PATH)
-    _, accuracy = model.evaluate(*splits["val"], verbose=0)
-    assert accuracy == pytest.approx(best["val_accuracy"], abs=1e-6)
     assert [layer.units for layer in model.layers if hasattr(layer, "units")][:-1] == \
         best["model"]["hidden_units"]
+    again = fitting.fit(ModelParams.build(best["model"]), TrainParams.build(best["train"]),
+                        tuple(rows), None, verbose=False).model
+    assert np.allclose(model.predict(splits["test"][0], verbose=0),
+                       again.predict(splits["test"][0], verbose=0), atol=1e-4)
+    # The curves are the winning trial's, validated on the split the search judged on.
     live = json.loads((stage_run / paths.LIVE_DIRS["tuned"] / "metrics.json").read_text())
     assert live["eval"]["accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-6)
     artifacts = list((stage_run / study.STUDY_DIR / study.ARTIFACTS_NAME).iterdir())
-    assert len(artifacts) == 1  # only the best model is kept
-    assert artifacts[0].read_bytes() == (stage_run / tune.MODEL_PATH).read_bytes()
+    assert len(artifacts) == 1  # only the best trial's own model is kept
+    assert artifacts[0].read_bytes() != (stage_run / tune.MODEL_PATH).read_bytes()
 
 
-def test_a_finished_study_is_not_run_again(stage_run, monkeypatch, capsys):
+def test_without_refit_a_finished_study_is_not_run_again_and_gives_its_winner(
+        stage_run, tmp_path, splits, monkeypatch, capsys):
+    """Turning refit off keeps the study (it acts after the search): nothing trains, and
+    the tuned model is the best trial's own, validated where the search scored it."""
+    import keras
+
+    folder = tmp_path / "no-refit"
+    shutil.copytree(stage_run, folder)
+    set_params(folder, {"tune": tune_section(refit=False)})
     journal = study.STUDY_DIR / study.JOURNAL_NAME
-    before = {p: (stage_run / p).read_bytes() for p in (tune.MODEL_PATH, journal,
-                                                        paths.TRIALS)}
-    monkeypatch.chdir(stage_run)
+    before = {p: (folder / p).read_bytes() for p in (journal, paths.TRIALS)}
+    monkeypatch.chdir(folder)
     monkeypatch.setattr("pipeline.training.fitting.fit", lambda *a, **k: pytest.fail("trained"))
     tune.main()
     assert "4 finished already" in capsys.readouterr().out
-    assert {p: (stage_run / p).read_bytes() for p in before} == before
+    assert {p: (folder / p).read_bytes() for p in before} == before
+    [artifact] = (folder / study.STUDY_DIR / study.ARTIFACTS_NAME).iterdir()
+    assert artifact.read_bytes() == (folder / tune.MODEL_PATH).read_bytes()
+    best = json.loads((folder / paths.BEST_PARAMS).read_text())
+    assert best["refit_images"] is None
+    _, accuracy = keras.models.load_model(folder / tune.MODEL_PATH).evaluate(
+        *splits["val"], verbose=0)
+    assert accuracy == pytest.approx(best["val_accuracy"], abs=1e-6)
 
 
 def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(stage_run, tmp_path, splits):
@@ -561,9 +587,10 @@ def test_a_full_disk_while_writing_the_outputs_keeps_the_previous_ones(
         stage_run, small_disk, monkeypatch, capsys):
     """The disk fills after the model's copy, half-way through the outputs: one line,
     every previous output as it was (not the new model beside old tables), no temp
-    file; with room again, the rerun writes them all."""
+    file; with room again, the rerun writes them all. Without refit: nothing trains."""
     folder = small_disk / "project"
     shutil.copytree(stage_run, folder)
+    set_params(folder, {"tune": tune_section(refit=False)})
     outputs = [p for p in sorted(folder.rglob("*")) if p.is_file()
                and study.STUDY_DIR not in p.relative_to(folder).parents
                and p.parts[len(folder.parts)] in ("models", "reports")]
@@ -589,8 +616,11 @@ def test_a_full_disk_while_writing_the_outputs_keeps_the_previous_ones(
 
     filler.unlink()
     tune.main()
-    for path in (tune.MODEL_PATH, paths.TRIALS, paths.BEST_PARAMS):
-        assert (folder / path).read_bytes() == (stage_run / path).read_bytes()
+    assert (folder / paths.TRIALS).read_bytes() == (stage_run / paths.TRIALS).read_bytes()
+    [artifact] = (folder / study.STUDY_DIR / study.ARTIFACTS_NAME).iterdir()
+    assert (folder / tune.MODEL_PATH).read_bytes() == artifact.read_bytes()
+    assert json.loads((folder / paths.BEST_PARAMS).read_text()) == \
+        {**json.loads((stage_run / paths.BEST_PARAMS).read_text()), "refit_images": None}
 
 
 def test_a_changed_tune_key_starts_a_fresh_study(stage_run, tmp_path, monkeypatch):
@@ -628,10 +658,11 @@ def test_bad_space_stops_before_any_training(tmp_path, splits, monkeypatch):
 
 def test_a_damaged_best_model_in_the_study_stops_with_one_line(stage_run, tmp_path,
                                                                monkeypatch):
-    """The model the study kept is checked as it is copied out: a damaged one names itself
-    and leaves the previous tuned.keras in place."""
+    """Without refit, the model the study kept is checked as it is copied out: a damaged
+    one names itself and leaves the previous tuned.keras in place."""
     folder = tmp_path / "damaged"
     shutil.copytree(stage_run, folder)
+    set_params(folder, {"tune": tune_section(refit=False)})
     [kept] = (folder / study.STUDY_DIR / study.ARTIFACTS_NAME).iterdir()
     kept.write_bytes(kept.read_bytes()[:5000])
     before = (folder / tune.MODEL_PATH).read_bytes()

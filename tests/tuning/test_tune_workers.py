@@ -45,7 +45,9 @@ HANG_IN_FIRST_FIT = (
 @pytest.fixture
 def shared(tmp_path, splits, postgres_url):
     """Project folders (one per process) and the environment naming the shared study."""
-    driver = make_project(tmp_path / "driver", splits, n_trials=N_TRIALS, startup_trials=2)
+    # No refit: the stage copies the best trial's model out of the shared folder.
+    driver = make_project(tmp_path / "driver", splits, n_trials=N_TRIALS, startup_trials=2,
+                          refit=False)
     env = dict(os.environ, PYTHONPATH=str(ROOT), FMNIST_TUNE_THREADS="1",
                **{tune_storage.STORAGE_ENV: postgres_url,
                   tune_storage.ARTIFACTS_ENV: str(tmp_path / "artifacts")})

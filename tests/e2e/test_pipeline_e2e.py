@@ -45,7 +45,7 @@ PROFILE = {
     "tune": {"n_trials": 3, "sampler": "tpe", "startup_trials": 2, "pruner": "asha",
              "min_complete": 0, "min_epochs": 1, "reduction_factor": 2, "seed": 0,
              "refit": True, "space": {
-                 "hidden_units": ["32", "16"], "activation": "relu",
+                 "hidden_units": ["64", "32"], "activation": "relu",
                  "dropout": {"low": 0.0, "high": 0.2}, "batch_norm": False, "l2": 0.0,
                  "optimizer": "adam", "learning_rate": 0.01, "lr_schedule": "constant",
                  "batch_size": 32, "epochs": 2, "early_stopping_patience": 0}},

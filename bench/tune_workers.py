@@ -1,6 +1,6 @@
-"""Tune throughput on one machine: two workers with 1 TensorFlow thread each against one
-worker with 2 threads and one with the default (cores - 1 op threads, a core left to
-tf.data), filling a shared study on PostgreSQL.
+"""Tune throughput on one machine: two workers with one compute thread each against one
+worker with 2 threads and one with the default (XLA's, a thread per core), filling a
+shared study on PostgreSQL.
 
 Each setup gets the same wall-clock budget on the real prepared data and the default
 tune params (n_trials raised so the budget, not the study, ends the run), in a fresh
@@ -8,8 +8,8 @@ database of a private PostgreSQL server (Debian's `postgresql` package, as the t
 use). Counted at the end: finished trials (complete + pruned) and epochs trained,
 including those of trials cut off by the budget; epochs per minute is the fairer rate,
 since the sampler draws different trials in the two setups. Also printed: the size of
-the best model's artifact and how long a complete trial took (what retraining the best
-configuration would cost instead). Run from the repository root:
+the best model's artifact and how long a complete trial took (about what the stage's
+refit of the winner costs). Run from the repository root:
 
     python bench/tune_workers.py                 # 2 rounds x 2.5 minutes per setup
     python bench/tune_workers.py --minutes 5 --rounds 1 --data /path/to/prepared
@@ -154,8 +154,8 @@ def main() -> None:
                 seconds = upload_seconds(done[0]["model_path"], Path(scratch) / "upload")
                 took = [r["complete_seconds"] for r in done]
                 print(f"best-model artifact: {done[0]['model_bytes'] / 1e6:.1f} MB, stored in "
-                      f"{seconds:.2f} s; a complete trial (the cost of retraining the best "
-                      f"instead) took {sum(took) / len(took):.0f} s on average")
+                      f"{seconds:.2f} s; a complete trial (about the cost of refitting the "
+                      f"best) took {sum(took) / len(took):.0f} s on average")
     finally:
         cluster.stop()
     print(f"cpu: {os.cpu_count()} cores, shared with other processes: their load slows "

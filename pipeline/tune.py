@@ -149,19 +149,19 @@ def refit(best, model_settings, train_settings, rows: Split) -> None:
     log(f"tune: refit done in {format_seconds(result.seconds)}")
 
 
-def write_outputs(opened, tune: space.TuneParams, home: storage.StudyHome,
+def write_outputs(opened, best, tune: space.TuneParams, home: storage.StudyHome,
                   train: Split, val: Split) -> None:
-    """Everything from the finished study, landing together: a failure on the way (a
-    full disk) keeps the previous set whole. best_params.json last: it marks a result."""
+    """Everything from the finished study and its winner `best`, landing together: a
+    failure on the way (a full disk) keeps the previous set whole. best_params.json last:
+    it marks a result."""
     with all_or_nothing():
-        _write_outputs(opened, tune, home, train, val)
+        _write_outputs(opened, best, tune, home, train, val)
 
 
-def _write_outputs(opened, tune: space.TuneParams, home: storage.StudyHome,
+def _write_outputs(opened, best, tune: space.TuneParams, home: storage.StudyHome,
                    train: Split, val: Split) -> None:
     from pipeline.tuning.objective import HISTORY
 
-    best = study.winner(opened)
     model_settings, train_settings = space.trial_settings(
         study.trial_values(best, tune.space), tune.seed)
     if tune.refit:
@@ -255,7 +255,7 @@ def run(worker: bool) -> None:
         return
     if home.shared:
         study.STUDY_DIR.mkdir(parents=True, exist_ok=True)  # DVC expects the output
-    write_outputs(opened, tune, home, train, val)
+    write_outputs(opened, best, tune, home, train, val)
     log(f"tune: best val_accuracy {best.value:.4f} (trial {best.number}: "
         f"{describe(best.params, tune.searched)}) after {searched} of search in this run; "
         f"wrote {MODEL_PATH}, {TUNE_DIR}/")

@@ -117,8 +117,8 @@ def fit(model_settings: ModelParams, train_settings: TrainParams, train: Split,
     steps_per_epoch = len(batches)
     model = compile_model(build_model(model_settings), train_settings, steps_per_epoch,
                           steps_per_execution=min(STEPS_PER_EXECUTION, steps_per_epoch))
-    val_batch_size = even_batches(len(val[0]) if val else 0,
-                                  max(VAL_BATCH_SIZE, train_settings.batch_size))
+    val_batch_size = (even_batches(len(val[0]), max(VAL_BATCH_SIZE, train_settings.batch_size))
+                      if val else None)
     built_in: list[keras.callbacks.Callback] = []
     if verbose:
         built_in.append(EpochProgress(label, train_settings.epochs))

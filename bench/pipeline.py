@@ -1,11 +1,17 @@
 """Pipeline wall time and memory: a forced `dvc repro` of every stage, then a no-op one.
 
-Prints each stage's time and peak memory as the stage reported them (the largest resident
-set of its process and the children it waited for), the total, and the time of a no-op
-`dvc repro`. Training is deterministic and models are saved byte-reproducibly, so the
-metrics and model hashes come out unchanged (only timings differ). Fetch reads the data
-again from the source params.yaml names, and tune searches afresh: the script deletes the
-persisted study (reports/tune/study/) first, which a forced tune would otherwise only read.
+Prints the CPU, each stage's time and peak memory as the stage reported them (the largest
+resident set of its process and the children it waited for), the total, and the time of a
+no-op `dvc repro`. Training is deterministic and models are saved byte-reproducibly, so
+the metrics and model hashes come out unchanged (only timings differ). Fetch reads the
+data again from the source params.yaml names, and tune searches afresh: the script
+deletes the persisted study (reports/tune/study/) first, which a forced tune would
+otherwise only read.
+
+Timings move with the host, so the matrix-product floor (bench/sgemm_floor.py, 1024-512 at
+batch 128) is measured right before and right after, and the tune and full times are also
+given in floor epochs: the same count on another machine, times its floor, estimates the
+run there. The verdicts are against the budgets of the training-speed issue.
 
     python bench/pipeline.py            # from the repository root, after `dvc repro`
     python bench/pipeline.py --log repro.log   # also keep the forced run's output
@@ -14,13 +20,20 @@ persisted study (reports/tune/study/) first, which a forced tune would otherwise
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+from train_speed import cpu_description
 
 MEMORY_GOAL_MIB = 2048
+BUDGET_MINUTES = {"tune": 8, "full dvc repro": 12}  # on the slowest CPU kind met (AVX2)
+FLOOR_NETWORK, FLOOR_BATCH = "1024-512", 128
 
 
 def timed(cmd: list[str]) -> tuple[float, str]:
@@ -30,6 +43,30 @@ def timed(cmd: list[str]) -> tuple[float, str]:
     if result.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{result.stdout}")
     return seconds, result.stdout
+
+
+def floor_best() -> float:
+    """The floor's best 1024-512 epoch now, with OPENBLAS_CORETYPE unset (sgemm_floor.py)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name("sgemm_floor.py")),
+                           "--json", "--hidden-units", FLOOR_NETWORK, "--batch-size",
+                           str(FLOOR_BATCH), "--repeats", "5"],
+                          capture_output=True, text=True, env=env, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])["best_s"]
+
+
+def as_seconds(shown: str) -> float:
+    """A stage's time as the runner prints it (25s, 4m14s) in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    return float(sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([hms])", shown)))
+
+
+def budget_line(what: str, spent: float, floor: float) -> str:
+    budget = BUDGET_MINUTES[what] * 60
+    return (f"{what}: {spent:.1f} s = {spent / floor:.0f} floor epochs; "
+            f"{'within' if spent <= budget else 'OVER'} the {BUDGET_MINUTES[what]}-minute "
+            "budget on this machine")
 
 
 def stage_reports(output: str) -> list[tuple[str, str, int]]:
@@ -46,16 +83,26 @@ def main() -> None:
     sys.path.insert(0, ".")
     from pipeline.core.paths import STUDY_DIR
 
+    print(f"CPU: {cpu_description()}")
+    before = floor_best()
     shutil.rmtree(STUDY_DIR, ignore_errors=True)
     full, output = timed(["dvc", "repro", "--force"])
+    after = floor_best()
     if args.log:
         with open(args.log, "w") as log:
             log.write(output)
     reports = stage_reports(output)
     print(f"{'stage':>10} {'time':>7} {'peak MiB':>9}")
-    for stage, seconds, mib in reports:
-        print(f"{stage:>10} {seconds:>7} {mib:>9}")
+    for stage, shown, mib in reports:
+        print(f"{stage:>10} {shown:>7} {mib:>9}")
     print(f"full dvc repro: {full:.1f} s")
+    floor = min(before, after)
+    print(f"floor ({FLOOR_NETWORK}, batch {FLOOR_BATCH}): best epoch {before:.2f} s before, "
+          f"{after:.2f} s after; a floor epoch below is the better, {floor:.2f} s")
+    tune = [as_seconds(shown) for stage, shown, _ in reports if stage == "tune"]
+    if tune:
+        print(budget_line("tune", tune[0], floor))
+    print(budget_line("full dvc repro", full, floor))
     largest = max(reports, key=lambda report: report[2])
     verdict = "within" if largest[2] <= MEMORY_GOAL_MIB else "OVER"
     print(f"largest stage: {largest[0]}, {largest[2]} MiB ({verdict} the "

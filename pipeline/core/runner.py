@@ -16,7 +16,9 @@ def quiet_tensorflow() -> None:
 
     TF_CPP_MIN_LOG_LEVEL hides the C++ info logs, but the oneDNN notice is printed
     through absl before that setting is read; so stderr is muted for the import alone.
-    Errors still surface: an import failure is raised after stderr is back.
+    Errors still surface: an import failure is raised after stderr is back. Stages that
+    train on JAX call it too: keras.utils.set_random_seed imports TensorFlow whenever it
+    is installed, to seed it as well.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)

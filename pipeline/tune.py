@@ -144,8 +144,7 @@ def refit(best, model_settings, train_settings, rows: Split) -> None:
         f"({len(rows[0]):,} images), {train_settings.epochs} epochs")
     keras.utils.clear_session(free_memory=True)  # layer names as in a fresh process
     result = fitting.fit(model_settings, train_settings, rows, None, label="tune refit")
-    with atomic_path(MODEL_PATH, suffix=".keras") as tmp:
-        save_model(result.model, tmp)
+    save_model(result.model, MODEL_PATH)  # atomic, and held back with the other outputs
     log(f"tune: refit done in {format_seconds(result.seconds)}")
 
 

@@ -20,16 +20,13 @@ run there. The verdicts are against the budgets of the training-speed issue.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
 import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from train_speed import cpu_description
+from train_speed import cpu_description, measure
 
 MEMORY_GOAL_MIB = 2048
 BUDGET_MINUTES = {"tune": 8, "full dvc repro": 12}  # on the slowest CPU kind met (AVX2)
@@ -46,20 +43,14 @@ def timed(cmd: list[str]) -> tuple[float, str]:
 
 
 def floor_best() -> float:
-    """The floor's best 1024-512 epoch now, with OPENBLAS_CORETYPE unset (sgemm_floor.py)."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    done = subprocess.run([sys.executable, str(Path(__file__).with_name("sgemm_floor.py")),
-                           "--json", "--hidden-units", FLOOR_NETWORK, "--batch-size",
-                           str(FLOOR_BATCH), "--repeats", "5"],
-                          capture_output=True, text=True, env=env, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])["best_s"]
+    """The floor's best 1024-512 epoch now (train_speed.py's floor variant)."""
+    return measure("floor", FLOOR_NETWORK, FLOOR_BATCH, epochs=0, data="")["best_s"]
 
 
 def as_seconds(shown: str) -> float:
     """A stage's time as the runner prints it (25s, 4m14s) in seconds."""
-    units = {"h": 3600, "m": 60, "s": 1}
-    return float(sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([hms])", shown)))
+    units = {"m": 60, "s": 1}
+    return float(sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([ms])", shown)))
 
 
 def budget_line(what: str, spent: float, floor: float) -> str:
